@@ -1,0 +1,8 @@
+//! `tsr generate` (being built in its issue).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tsr generate` is not implemented yet")
+}

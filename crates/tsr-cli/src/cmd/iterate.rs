@@ -1,0 +1,8 @@
+//! `tsr iterate` (being built in its issue).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tsr iterate` is not implemented yet")
+}

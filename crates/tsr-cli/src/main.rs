@@ -1,0 +1,53 @@
+//! `tsr`: the command-line driver. Argument parsing and wiring only; the work lives in the
+//! library crates. One module per subcommand under `cmd/`.
+
+mod cmd;
+mod logging;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tsr", version, about = "Self-Rewarding and Temporal Self-Rewarding language models")]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `tsr_loop=debug`. `TSR_LOG` also works.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Versions, libtorch, CUDA devices, threads and cache locations.
+    Doctor(cmd::doctor::Args),
+    /// Per-token log-probabilities of a completion given a prompt (one JSON object).
+    Logprobs(cmd::logprobs::Args),
+    /// Sample completions for prompts (JSON lines).
+    Generate(cmd::generate::Args),
+    /// Score (prompt, response) pairs with the LLM-as-a-judge prompt (JSON lines).
+    Judge(cmd::judge::Args),
+    /// Train a model with DPO on preference pairs.
+    TrainDpo(cmd::train_dpo::Args),
+    /// Run Self-Rewarding / Temporal Self-Rewarding iterations.
+    Iterate(cmd::iterate::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    logging::init(cli.log.as_deref());
+    let result = match cli.cmd {
+        Command::Doctor(a) => cmd::doctor::run(a),
+        Command::Logprobs(a) => cmd::logprobs::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Judge(a) => cmd::judge::run(a),
+        Command::TrainDpo(a) => cmd::train_dpo::run(a),
+        Command::Iterate(a) => cmd::iterate::run(a),
+    };
+    if let Err(e) = result {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1 @@
+//! `tsr-curate`: placeholder, filled in by its issue.

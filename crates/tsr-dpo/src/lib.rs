@@ -1,0 +1,1 @@
+//! `tsr-dpo`: placeholder, filled in by its issue.

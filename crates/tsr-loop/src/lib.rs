@@ -1,0 +1,1 @@
+//! `tsr-loop`: placeholder, filled in by its issue.

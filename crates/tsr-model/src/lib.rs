@@ -1,0 +1,1 @@
+//! `tsr-model`: placeholder, filled in by its issue.

@@ -1,0 +1,1 @@
+//! `tsr-sample`: placeholder, filled in by its issue.

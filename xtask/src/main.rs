@@ -1,0 +1,200 @@
+//! Project automation for tsr. Builds without libtorch: it is what installs it.
+//!
+//! `cargo xtask setup`          install/verify PyTorch 2.11.0 (libtorch) and link `.libtorch`
+//! `cargo xtask test`           set-up, rustfmt check, clippy -D warnings, boundaries, all tests
+//! `cargo xtask run-iteration`  set-up, then one TSR iteration on the embedded default
+//! `cargo xtask bench`          benchmarks against the Python references, measured in one run
+//! `cargo xtask reference`      the Python reference environment (transformers, TRL, gguf)
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod setup;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "tsr project automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install or verify libtorch (PyTorch 2.11.0 from PyPI) and link it for cargo.
+    Setup,
+    /// Set up, then check formatting, clippy (warnings denied), crate boundaries and run all tests.
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run one TSR iteration on SmolLM2-135M-Instruct with the built-in prompts.
+    RunIteration {
+        /// Extra arguments passed to `tsr iterate`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up (with the Python references), then run the benchmarks.
+    Bench {
+        /// Only the benchmarks whose name contains this.
+        filter: Option<String>,
+    },
+    /// Install the Python reference packages (transformers, trl, gguf) used for golden values,
+    /// parity checks and benchmarks.
+    Reference,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let root = project_root();
+    match cli.cmd {
+        Cmd::Setup => {
+            setup::libtorch(&root)?;
+        }
+        Cmd::Test { args } => test(&root, &args)?,
+        Cmd::RunIteration { args } => run_iteration(&root, &args)?,
+        Cmd::Bench { filter } => bench(&root, filter.as_deref())?,
+        Cmd::Reference => {
+            setup::libtorch(&root)?;
+            setup::reference(&root)?;
+        }
+    }
+    Ok(())
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The crates that must never depend on libtorch.
+const TORCH_FREE: &[&str] = &["tsr-judge", "tsr-curate", "tsr-loop"];
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let t0 = Instant::now();
+    setup::libtorch(root)?;
+    step("rustfmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    check_boundaries(root)?;
+    step(
+        "clippy",
+        cargo(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let mut t = cargo(root);
+    t.args(["test", "--workspace"]);
+    if !extra.is_empty() {
+        t.arg("--").args(extra);
+    }
+    step("tests", &mut t)?;
+    println!("xtask test: all checks passed in {:.0?}", t0.elapsed());
+    Ok(())
+}
+
+fn check_boundaries(root: &Path) -> Result<()> {
+    for krate in TORCH_FREE {
+        let out = cargo(root)
+            .args([
+                "tree",
+                "--package",
+                krate,
+                "--edges",
+                "normal,build",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .output()
+            .with_context(|| format!("running cargo tree for {krate}"))?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree -p {krate} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = tree
+            .lines()
+            .find(|l| l.starts_with("tch ") || l.starts_with("torch-sys "))
+        {
+            bail!("boundary violated: {krate} depends on libtorch ({line}); see ARCHITECTURE.md");
+        }
+    }
+    println!("xtask: boundaries hold ({} are free of tch)", TORCH_FREE.join(", "));
+    Ok(())
+}
+
+fn run_iteration(root: &Path, extra: &[String]) -> Result<()> {
+    setup::libtorch(root)?;
+    step(
+        "build tsr",
+        cargo(root).args(["build", "--package", "tsr-cli"]),
+    )?;
+    let exe = target_dir(root).join("debug").join("tsr");
+    let run_dir = root.join("runs").join("default");
+    let mut cmd = Command::new(&exe);
+    cmd.args(["iterate", "--default", "--run-dir"])
+        .arg(&run_dir)
+        .args(extra);
+    step("tsr iterate (embedded default)", &mut cmd)
+}
+
+fn bench(root: &Path, filter: Option<&str>) -> Result<()> {
+    setup::libtorch(root)?;
+    let python = setup::reference(root)?;
+    let mut cmd = cargo(root);
+    cmd.args(["bench", "--workspace", "--profile", "dev"]);
+    cmd.env("TSR_REFERENCE_PYTHON", &python);
+    if let Some(f) = filter {
+        cmd.args(["--", f]);
+    }
+    step("benchmarks", &mut cmd)
+}
+
+/// The cargo target folder (honours `CARGO_TARGET_DIR`).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root);
+    c
+}
+
+/// Run a command, echo it, and fail with its name when it fails.
+fn step(name: &str, cmd: &mut Command) -> Result<()> {
+    let t0 = Instant::now();
+    println!("xtask: {name}: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    println!("xtask: {name}: ok in {:.1?}", t0.elapsed());
+    Ok(())
+}
