@@ -1,1 +1,5 @@
-//! `tsr-dpo`: placeholder, filled in by its issue.
+//! `tsr-dpo` (work in progress).
+pub mod error;
+pub mod logprobs;
+pub mod loss;
+pub use error::{DpoError, Result};

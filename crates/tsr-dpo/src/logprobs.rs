@@ -1,0 +1,382 @@
+//! Completion log-probabilities without materialising `B × T × V`.
+//!
+//! DPO needs, per sequence, `Σ_t log p(x_{t+1} | x_{≤t})` over the completion tokens only. The
+//! naive way (`log_softmax(lm_head(hidden)).gather(targets)`) allocates the full logits and
+//! log-softmax, `B·T·V` floats each (8 × 512 × 49152 × 4 bytes = 805 MB per copy for SmolLM2's
+//! vocabulary), and autograd keeps them alive until the backward pass.
+//!
+//! [`ChunkedLogProbs`] instead
+//! 1. gathers the hidden states of the positions that predict a completion token (prompt and
+//!    padding positions never reach the LM head: they are skipped, not masked);
+//! 2. walks those rows in chunks of `chunk_tokens`: hidden chunk → logits chunk `[n, V]` →
+//!    `logit[target] - logsumexp(logits)` → added into the per-sequence sums;
+//! 3. runs **without** an autograd graph ([`ChunkedLogProbs::forward`]). The backward pass
+//!    ([`ChunkedLogProbs::backward`]) takes `∂L/∂logp` per sequence, recomputes each chunk with a
+//!    small graph of its own, back-propagates it at once (gradients accumulate into the LM-head
+//!    weight and into a buffer for the hidden states), then sends the collected hidden-state
+//!    gradient through the model's graph in one go.
+//!
+//! So the peak extra memory is one chunk's logits (`chunk_tokens × V`), whatever `B` and `T` are,
+//! for one extra LM-head matmul over the completion tokens. [`completion_logps_naive`] is the
+//! differentiable reference the tests compare against (values and gradients).
+//!
+//! Alignment: hidden state `t` predicts token `t+1`; `completion_mask[b, t+1] = 1` selects that
+//! prediction. The first token of a row can never be scored (it has no context).
+
+use tch::{Kind, Tensor};
+
+use crate::error::{DpoError, Result};
+
+/// Default number of scored tokens per chunk: 256 rows × 49152 × 4 bytes ≈ 50 MB of logits.
+pub const DEFAULT_CHUNK_TOKENS: usize = 256;
+
+/// Memory-lean completion log-probs. See the [module docs](self).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkedLogProbs {
+    chunk_tokens: usize,
+}
+
+impl Default for ChunkedLogProbs {
+    fn default() -> Self {
+        ChunkedLogProbs {
+            chunk_tokens: DEFAULT_CHUNK_TOKENS,
+        }
+    }
+}
+
+/// The scored positions of a batch, flattened: computed once per batch and shared by the forward
+/// and backward passes.
+#[derive(Debug)]
+pub struct ScoredPositions {
+    /// Flat indices `b·T + t` of the hidden states that predict a completion token, `[N]` i64.
+    positions: Tensor,
+    /// The token each of them predicts, `[N]` i64.
+    targets: Tensor,
+    /// The sequence (row) each belongs to, `[N]` i64.
+    rows: Tensor,
+    batch: i64,
+    seq: i64,
+    count: i64,
+}
+
+impl ScoredPositions {
+    /// Finds the scored positions from `input_ids [B,T]` and `completion_mask [B,T]` (non-zero =
+    /// completion token).
+    pub fn new(input_ids: &Tensor, completion_mask: &Tensor) -> Result<Self> {
+        let size = input_ids.size();
+        if size.len() != 2 || completion_mask.size() != size {
+            return Err(DpoError::Shape(format!(
+                "input_ids {:?} and completion_mask {:?} must both be [B,T]",
+                size,
+                completion_mask.size()
+            )));
+        }
+        let (batch, seq) = (size[0], size[1]);
+        let device = input_ids.device();
+        // mask2[b, t] = completion_mask[b, t+1]: position t predicts a completion token.
+        let next = completion_mask.f_narrow(1, 1, (seq - 1).max(0))?.f_ne(0)?;
+        let mask2 = Tensor::f_cat(
+            &[next, Tensor::f_zeros([batch, 1], (Kind::Bool, device))?],
+            1,
+        )?;
+        let positions = mask2.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?;
+        let targets = input_ids
+            .f_flatten(0, -1)?
+            .f_to_kind(Kind::Int64)?
+            .f_index_select(0, &positions.f_add_scalar(1)?)?;
+        let rows = positions.f_floor_divide_scalar(seq.max(1))?;
+        let count = positions.size()[0];
+        Ok(ScoredPositions {
+            positions,
+            targets,
+            rows,
+            batch,
+            seq,
+            count,
+        })
+    }
+
+    /// Number of scored tokens in each sequence, `[B]` i64.
+    pub fn tokens_per_row(&self) -> Result<Tensor> {
+        let ones = Tensor::f_ones([self.count], (Kind::Int64, self.rows.device()))?;
+        Ok(
+            Tensor::f_zeros([self.batch], (Kind::Int64, self.rows.device()))?
+                .f_index_add(0, &self.rows, &ones)?,
+        )
+    }
+
+    /// Total scored tokens.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True when no completion token is scored.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+fn check_hidden(hidden: &Tensor, weight: &Tensor, pos: &ScoredPositions) -> Result<i64> {
+    let hs = hidden.size();
+    let ws = weight.size();
+    if hs.len() != 3 || hs[0] != pos.batch || hs[1] != pos.seq {
+        return Err(DpoError::Shape(format!(
+            "hidden {:?} does not match input_ids [{}, {}]",
+            hs, pos.batch, pos.seq
+        )));
+    }
+    if ws.len() != 2 || ws[1] != hs[2] {
+        return Err(DpoError::Shape(format!(
+            "lm_head weight {:?} does not fit hidden {:?} (expected [V, {}])",
+            ws, hs, hs[2]
+        )));
+    }
+    Ok(hs[2])
+}
+
+/// The kind sums are accumulated in: f64 stays f64, everything else is summed in f32.
+fn acc_kind(k: Kind) -> Kind {
+    if k == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
+/// Per-token log-probs of one chunk: `logit[target] - logsumexp(logits)`, in the accumulation kind.
+fn chunk_token_logps(h: &Tensor, weight: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = h.f_matmul(&weight.f_tr()?)?;
+    let logits = logits.f_to_kind(acc_kind(logits.kind()))?;
+    let lse = logits.f_logsumexp([1], false)?;
+    let tgt = logits
+        .f_gather(1, &targets.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)?;
+    Ok(tgt.f_sub(&lse)?)
+}
+
+impl ChunkedLogProbs {
+    /// A computer that scores `chunk_tokens` completion tokens at a time (must be > 0).
+    pub fn new(chunk_tokens: usize) -> Result<Self> {
+        if chunk_tokens == 0 {
+            return Err(DpoError::config("logprob_chunk_tokens", "must be > 0"));
+        }
+        Ok(ChunkedLogProbs { chunk_tokens })
+    }
+
+    /// Tokens per chunk.
+    pub fn chunk_tokens(&self) -> usize {
+        self.chunk_tokens
+    }
+
+    fn chunks(&self, pos: &ScoredPositions) -> impl Iterator<Item = (i64, i64)> {
+        let step = self.chunk_tokens as i64;
+        let n = pos.count;
+        (0..n)
+            .step_by(step as usize)
+            .map(move |s| (s, step.min(n - s)))
+    }
+
+    /// Summed completion log-probs per sequence, `[B]` (f64 for f64 hidden states, else f32),
+    /// computed without an autograd graph. `hidden [B,T,H]` are the final-norm hidden states,
+    /// `weight [V,H]` the LM-head weight.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        pos: &ScoredPositions,
+    ) -> Result<Tensor> {
+        let h_dim = check_hidden(hidden, weight, pos)?;
+        let _guard = tch::no_grad_guard();
+        let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
+        let out_kind = acc_kind(hidden.kind());
+        let mut sums = Tensor::f_zeros([pos.batch], (out_kind, hidden.device()))?;
+        for (start, len) in self.chunks(pos) {
+            let idx = pos.positions.f_narrow(0, start, len)?;
+            let h = flat.f_index_select(0, &idx)?;
+            let lp = chunk_token_logps(&h, weight, &pos.targets.f_narrow(0, start, len)?)?;
+            sums = sums.f_index_add(0, &pos.rows.f_narrow(0, start, len)?, &lp)?;
+        }
+        Ok(sums)
+    }
+
+    /// Back-propagates `grad_logps = ∂L/∂logp` (`[B]`) through the log-probs of
+    /// [`forward`](Self::forward): accumulates into `weight.grad()` when the weight requires a
+    /// gradient, and, when `hidden` is part of a graph, runs `backward` through it (so the model's
+    /// parameters receive their gradients). Gradients accumulate, as with `Tensor::backward`.
+    pub fn backward(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        pos: &ScoredPositions,
+        grad_logps: &Tensor,
+    ) -> Result<()> {
+        let h_dim = check_hidden(hidden, weight, pos)?;
+        if grad_logps.size() != [pos.batch] {
+            return Err(DpoError::Shape(format!(
+                "grad_logps {:?}, expected [{}]",
+                grad_logps.size(),
+                pos.batch
+            )));
+        }
+        let flat = hidden.f_detach()?.f_reshape([pos.batch * pos.seq, h_dim])?;
+        let grad_kind = acc_kind(hidden.kind());
+        let grad_logps = grad_logps.f_to_kind(grad_kind)?.f_detach()?;
+        let mut grad_flat = Tensor::f_zeros(
+            [pos.batch * pos.seq, h_dim],
+            (hidden.kind(), hidden.device()),
+        )?;
+        for (start, len) in self.chunks(pos) {
+            let idx = pos.positions.f_narrow(0, start, len)?;
+            let h = flat
+                .f_index_select(0, &idx)?
+                .f_detach()?
+                .set_requires_grad(true);
+            let lp = chunk_token_logps(&h, weight, &pos.targets.f_narrow(0, start, len)?)?;
+            let g = grad_logps.f_index_select(0, &pos.rows.f_narrow(0, start, len)?)?;
+            lp.f_mul(&g)?.f_sum(grad_kind)?.f_backward()?;
+            let gh = h.grad();
+            grad_flat = grad_flat.f_index_add(0, &idx, &gh)?;
+        }
+        if hidden.requires_grad() {
+            let grad_hidden = grad_flat.f_reshape(hidden.size())?;
+            hidden
+                .f_mul(&grad_hidden)?
+                .f_sum(hidden.kind())?
+                .f_backward()?;
+        }
+        Ok(())
+    }
+}
+
+/// The differentiable reference: full `log_softmax` over `B × T × V`, gather, mask, sum.
+/// Same inputs and result as [`ChunkedLogProbs::forward`]; use it for small inputs and tests.
+pub fn completion_logps_naive(
+    hidden: &Tensor,
+    weight: &Tensor,
+    input_ids: &Tensor,
+    completion_mask: &Tensor,
+) -> Result<Tensor> {
+    let size = input_ids.size();
+    if size.len() != 2 {
+        return Err(DpoError::Shape(format!(
+            "input_ids {size:?}, expected [B,T]"
+        )));
+    }
+    let seq = size[1];
+    let logits = hidden.f_narrow(1, 0, seq - 1)?.f_matmul(&weight.f_tr()?)?;
+    let logits = logits.f_to_kind(acc_kind(logits.kind()))?;
+    let logp = logits.f_log_softmax(-1, logits.kind())?;
+    let targets = input_ids
+        .f_narrow(1, 1, seq - 1)?
+        .f_to_kind(Kind::Int64)?
+        .f_unsqueeze(2)?;
+    let tok = logp.f_gather(2, &targets, false)?.f_squeeze_dim(2)?;
+    let mask = completion_mask
+        .f_narrow(1, 1, seq - 1)?
+        .f_ne(0)?
+        .f_to_kind(tok.kind())?;
+    Ok(tok
+        .f_mul(&mask)?
+        .f_sum_dim_intlist([1i64].as_slice(), false, tok.kind())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(kind: Kind) -> (Tensor, Tensor, Tensor, Tensor) {
+        tch::manual_seed(7);
+        let (b, t, h, v) = (3, 9, 5, 11);
+        let hidden = Tensor::randn([b, t, h], (kind, tch::Device::Cpu)).set_requires_grad(true);
+        let weight = Tensor::randn([v, h], (kind, tch::Device::Cpu)).set_requires_grad(true);
+        let ids = Tensor::randint(v, [b, t], (Kind::Int64, tch::Device::Cpu));
+        // row 0: prompt 3, completion 6; row 1: prompt 2, completion 3, pad 4; row 2: no completion.
+        let mask = Tensor::from_slice2(&[
+            [0i64, 0, 0, 1, 1, 1, 1, 1, 1],
+            [0, 0, 1, 1, 1, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ]);
+        (hidden, weight, ids, mask)
+    }
+
+    #[test]
+    fn values_and_gradients_match_naive() {
+        for chunk in [1usize, 2, 4, 100] {
+            let (hidden, weight, ids, mask) = setup(Kind::Double);
+            let naive = completion_logps_naive(&hidden, &weight, &ids, &mask).unwrap();
+            let g = Tensor::from_slice(&[0.7f64, -1.3, 2.0]);
+            naive.f_mul(&g).unwrap().sum(Kind::Double).backward();
+            let (gh_naive, gw_naive) = (hidden.grad().copy(), weight.grad().copy());
+            let mut hidden = hidden;
+            let mut weight = weight;
+            hidden.zero_grad();
+            weight.zero_grad();
+
+            let c = ChunkedLogProbs::new(chunk).unwrap();
+            let pos = ScoredPositions::new(&ids, &mask).unwrap();
+            assert_eq!(pos.len(), 6 + 3);
+            assert_eq!(
+                Vec::<i64>::try_from(pos.tokens_per_row().unwrap()).unwrap(),
+                vec![6, 3, 0]
+            );
+            let v = c.forward(&hidden, &weight, &pos).unwrap();
+            assert!(!v.requires_grad());
+            assert!(
+                v.allclose(&naive.detach(), 1e-12, 1e-12, false),
+                "values, chunk {chunk}"
+            );
+            assert_eq!(v.double_value(&[2]), 0.0);
+            c.backward(&hidden, &weight, &pos, &g).unwrap();
+            assert!(
+                hidden.grad().allclose(&gh_naive, 1e-10, 1e-12, false),
+                "hidden grad, chunk {chunk}"
+            );
+            assert!(
+                weight.grad().allclose(&gw_naive, 1e-10, 1e-12, false),
+                "weight grad, chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn backward_flows_through_a_graph_in_f32() {
+        let (leaf, weight, ids, mask) = setup(Kind::Float);
+        // hidden is a non-leaf: the gradient must reach `leaf` through it.
+        let hidden = leaf.f_mul_scalar(2.0).unwrap().tanh();
+        let naive = completion_logps_naive(&hidden, &weight, &ids, &mask).unwrap();
+        naive.sum(Kind::Float).backward();
+        let gl = leaf.grad().copy();
+        let gw = weight.grad().copy();
+        let (mut leaf, mut weight) = (leaf, weight);
+        leaf.zero_grad();
+        weight.zero_grad();
+        let hidden = leaf.f_mul_scalar(2.0).unwrap().tanh();
+        let c = ChunkedLogProbs::new(4).unwrap();
+        let pos = ScoredPositions::new(&ids, &mask).unwrap();
+        let v = c.forward(&hidden, &weight, &pos).unwrap();
+        assert!(v.allclose(&naive.detach(), 1e-5, 1e-5, false));
+        c.backward(
+            &hidden,
+            &weight,
+            &pos,
+            &Tensor::ones([3], (Kind::Float, tch::Device::Cpu)),
+        )
+        .unwrap();
+        assert!(leaf.grad().allclose(&gl, 1e-4, 1e-5, false));
+        assert!(weight.grad().allclose(&gw, 1e-4, 1e-5, false));
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let (hidden, weight, ids, mask) = setup(Kind::Float);
+        assert!(ScoredPositions::new(&ids, &mask.narrow(1, 0, 4)).is_err());
+        let pos = ScoredPositions::new(&ids, &mask).unwrap();
+        assert!(ChunkedLogProbs::default()
+            .forward(&hidden, &weight.narrow(1, 0, 3), &pos)
+            .is_err());
+        assert!(ChunkedLogProbs::default()
+            .forward(&hidden.narrow(1, 0, 4), &weight, &pos)
+            .is_err());
+        assert!(ChunkedLogProbs::new(0).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of tsr-dpo.
+
+mod loss_golden;
