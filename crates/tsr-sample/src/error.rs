@@ -1,0 +1,45 @@
+//! The error type of `tsr-sample`.
+
+/// Everything that can go wrong while sampling.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SampleError {
+    /// A sampling parameter is out of range.
+    #[error("invalid sampling parameter {name} = {value}: {reason}")]
+    InvalidParam {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// A prompt does not fit in the model context and truncation is off.
+    #[error(
+        "prompt {prompt} has {tokens} tokens but the model context is {context} \
+         (shorten it or set truncate_prompt)"
+    )]
+    PromptTooLong {
+        prompt: usize,
+        tokens: usize,
+        context: usize,
+    },
+    /// A prompt tokenized to nothing.
+    #[error("prompt {prompt} is empty after tokenization")]
+    EmptyPrompt { prompt: usize },
+    /// A tensor operation failed (shape or device mismatch).
+    #[error("tensor operation failed in {during}: {source}")]
+    Tensor {
+        during: &'static str,
+        #[source]
+        source: tch::TchError,
+    },
+}
+
+/// Attach a description of the step to a tch error.
+pub(crate) trait TchContext<T> {
+    fn during(self, during: &'static str) -> Result<T, SampleError>;
+}
+
+impl<T> TchContext<T> for Result<T, tch::TchError> {
+    fn during(self, during: &'static str) -> Result<T, SampleError> {
+        self.map_err(|source| SampleError::Tensor { during, source })
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of tsr-sample.
+
+mod processors;
