@@ -41,8 +41,12 @@ fn venv_dir() -> Result<PathBuf> {
 /// Make sure a libtorch of the right version is available to cargo. Idempotent and quick when
 /// everything is in place.
 pub fn libtorch(root: &Path) -> Result<()> {
-    if let Some(dir) = std::env::var_os("LIBTORCH") {
-        let dir = PathBuf::from(dir);
+    // `.cargo/config.toml` sets LIBTORCH to `<root>/.libtorch` for every process cargo starts,
+    // this one included: only a different value was chosen by the user.
+    let user_libtorch = std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .filter(|p| p != &root.join(".libtorch"));
+    if let Some(dir) = user_libtorch {
         check_libtorch_dir(&dir, "the LIBTORCH environment variable")?;
         println!("xtask setup: using LIBTORCH={} (torch {TORCH_VERSION})", dir.display());
         return Ok(());
@@ -79,6 +83,7 @@ pub fn libtorch(root: &Path) -> Result<()> {
     };
     check_libtorch_dir(&torch_dir, "the tsr torch environment")?;
     link(root, &torch_dir)?;
+    println!("xtask setup: libtorch {TORCH_VERSION} ready at {}", torch_dir.display());
     Ok(())
 }
 
@@ -231,8 +236,8 @@ fn describe(dir: &Path) -> String {
     names.sort();
     if names.is_empty() {
         "nothing in it".to_string()
-    } else if names.len() > 8 {
-        format!("{} entries ({}, ...)", names.len(), names[..8].join(", "))
+    } else if names.len() > 4 {
+        format!("{} entries ({}, ...)", names.len(), names[..4].join(", "))
     } else {
         format!("only {}", names.join(", "))
     }
