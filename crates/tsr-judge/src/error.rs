@@ -1,0 +1,78 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+use crate::generate::GenerateError;
+
+/// Everything that can go wrong while configuring or running a judge.
+///
+/// A verdict that does not parse is *not* an error: it is data, kept in the
+/// [`Verdict`](crate::Verdict) with its [`ParseFailure`](crate::ParseFailure) and counted in
+/// [`JudgeStats`](crate::JudgeStats).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JudgeError {
+    /// A configuration value is out of its allowed range.
+    #[error("invalid judge config: `{field}` {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+
+    /// The judge template file could not be read.
+    #[error("cannot read judge template {}: {source}", path.display())]
+    TemplateRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The judge template lacks a placeholder it must have (`{instruction}` or `{response}`).
+    #[error("judge template {origin} lacks the `{placeholder}` placeholder")]
+    TemplatePlaceholder {
+        origin: String,
+        placeholder: &'static str,
+    },
+
+    /// The generator behind an LLM judge failed.
+    #[error("judge generator failed on a batch of {requests} request(s): {source}")]
+    Generator {
+        requests: usize,
+        #[source]
+        source: GenerateError,
+    },
+
+    /// The generator returned a different number of outputs than requests.
+    #[error("judge generator returned {got} output(s) for {expected} request(s)")]
+    OutputCount { expected: usize, got: usize },
+
+    /// The generator returned a different number of completions for one request than asked.
+    #[error("judge generator returned {got} completion(s) for item `{id}`, expected {expected}")]
+    SampleCount {
+        id: String,
+        expected: usize,
+        got: usize,
+    },
+
+    /// A verifier judge got an item without a reference answer.
+    #[error("item `{id}` has no reference answer (the verifier judge needs one)")]
+    MissingReference { id: String },
+
+    /// A verifier judge got a reference answer with no number in it.
+    #[error("item `{id}`: no final number in reference answer {reference:?}")]
+    BadReference { id: String, reference: String },
+
+    /// Reading or writing a JSON-lines file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON-lines record is malformed (not JSON, not an object, or a required field is missing
+    /// or has the wrong type). `line` is 1-based.
+    #[error("{}:{line}: {message}", path.display())]
+    Jsonl {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
