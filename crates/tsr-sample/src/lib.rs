@@ -7,6 +7,7 @@
 pub mod error;
 pub mod processors;
 pub mod select;
+pub mod stop;
 
 pub use error::SampleError;
 pub use processors::Processors;
