@@ -1,1 +1,300 @@
-//! Placeholder: filled in by the GGUF/tokenizer half of the tsr-model issue.
+//! [`load`]: one entry point for every way a model can be named: a built-in name
+//! (`smollm2-135m-instruct`), a Hugging Face directory, or a `.gguf` file. Also the
+//! [`GenerationConfig`] (`generation_config.json`) and device-string parsing shared by the CLI.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tch::Device;
+
+use crate::config::{ModelConfig, TokenIds};
+use crate::error::ModelError;
+use crate::gguf::GgufFile;
+use crate::hub;
+use crate::model::{LoadOptions, Model};
+use crate::tokenizer::{write_atomic, ChatTokenizer};
+
+pub use crate::hub::tsr_home;
+
+/// `generation_config.json`: the special ids generation needs; every other field (sampling
+/// defaults, ...) is kept verbatim for saving.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    /// One id or a list, as HF writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<TokenIds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl GenerationConfig {
+    /// Reads a `generation_config.json`.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| ModelError::json(path, e))
+    }
+
+    /// The ids a model's config and tokenizer agree on (used when a checkpoint has no
+    /// `generation_config.json`, e.g. a GGUF file).
+    pub fn from_model(config: &ModelConfig, tokenizer: &ChatTokenizer) -> Self {
+        let bos = config
+            .bos_token_id
+            .as_ref()
+            .and_then(|t| t.to_vec().first().copied())
+            .or(tokenizer.bos_id());
+        let mut eos = config.eos_ids();
+        for &e in tokenizer.eos_ids() {
+            if !eos.contains(&e) {
+                eos.push(e);
+            }
+        }
+        let eos_token_id = match eos.len() {
+            0 => None,
+            1 => Some(TokenIds::One(eos[0])),
+            _ => Some(TokenIds::Many(eos)),
+        };
+        GenerationConfig {
+            bos_token_id: bos,
+            eos_token_id,
+            pad_token_id: Some(tokenizer.pad_id()),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The end-of-sequence ids (may be empty).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Writes `generation_config.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        let text = serde_json::to_string_pretty(self).expect("generation config serializes");
+        write_atomic(&dir.join("generation_config.json"), text.as_bytes())
+    }
+}
+
+/// A loaded model with everything needed to use it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: ChatTokenizer,
+    pub generation: GenerationConfig,
+    /// The directory or file the weights came from.
+    pub source: PathBuf,
+}
+
+/// Loads a model by built-in name, Hugging Face directory or `.gguf` file.
+pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    if let Some(builtin) = hub::builtin(spec) {
+        let path = builtin.fetch()?;
+        return load_gguf(&path, opts);
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return load_hf_dir(path, opts);
+    }
+    let is_gguf = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if is_gguf {
+        if !path.exists() {
+            return Err(ModelError::MissingFile {
+                path: path.to_path_buf(),
+                what: "gguf".into(),
+            });
+        }
+        return load_gguf(path, opts);
+    }
+    if path.is_file() {
+        // A file without the extension: accept it if it starts with the GGUF magic.
+        let mut magic = [0u8; 4];
+        let ok = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok();
+        if ok && &magic == b"GGUF" {
+            return load_gguf(path, opts);
+        }
+    }
+    Err(ModelError::UnknownModel {
+        spec: spec.to_string(),
+    })
+}
+
+/// Loads a GGUF file of the llama architecture: config from its metadata, dequantized weights
+/// under HF names, the tokenizer and chat template from its metadata.
+pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    let file = GgufFile::open(path)?;
+    let config = file.model_config()?;
+    let tokenizer = ChatTokenizer::from_gguf(&file)?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(ModelError::VocabMismatch {
+            tokenizer: tokenizer.vocab_size(),
+            model: config.vocab_size,
+        });
+    }
+    let tensors = file.hf_tensors(&config)?;
+    drop(file);
+    let generation = GenerationConfig::from_model(&config, &tokenizer);
+    let model = Model::from_tensors(config, tensors, opts)?;
+    Ok(Loaded {
+        model,
+        tokenizer,
+        generation,
+        source: path.to_path_buf(),
+    })
+}
+
+/// Loads a Hugging Face directory: weights through [`crate::hf`], tokenizer files and
+/// `generation_config.json` (derived from the config and tokenizer when absent).
+pub fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    let tokenizer = ChatTokenizer::from_hf_dir(dir)?;
+    let model = hf_model(dir, opts)?;
+    let model_vocab = model.config().vocab_size;
+    if tokenizer.vocab_size() > model_vocab {
+        return Err(ModelError::VocabMismatch {
+            tokenizer: tokenizer.vocab_size(),
+            model: model_vocab,
+        });
+    }
+    let gen_path = dir.join("generation_config.json");
+    let generation = if gen_path.is_file() {
+        GenerationConfig::from_file(&gen_path)?
+    } else {
+        GenerationConfig::from_model(model.config(), &tokenizer)
+    };
+    Ok(Loaded {
+        model,
+        tokenizer,
+        generation,
+        source: dir.to_path_buf(),
+    })
+}
+
+/// Config and safetensors weights of an HF directory (single file or sharded with an index).
+fn hf_model(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let index = dir.join("model.safetensors.index.json");
+    let files: Vec<PathBuf> = if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::json(&index, e))?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ModelError::Safetensors {
+                path: index.clone(),
+                msg: "no weight_map object".into(),
+            })?;
+        let mut names: Vec<&str> = map.values().filter_map(Value::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(|n| dir.join(n)).collect()
+    } else {
+        vec![dir.join("model.safetensors")]
+    };
+    let mut tensors = Vec::new();
+    for f in files {
+        if !f.is_file() {
+            return Err(ModelError::MissingFile {
+                path: f,
+                what: "safetensors".into(),
+            });
+        }
+        let t = tch::Tensor::read_safetensors(&f).map_err(|e| ModelError::Safetensors {
+            path: f.clone(),
+            msg: e.to_string(),
+        })?;
+        tensors.extend(t);
+    }
+    Model::from_tensors(config, tensors, opts)
+}
+
+/// Loads only the tokenizer of a model spec (no weights): cheap for tools that just tokenize.
+pub fn load_tokenizer(spec: &str) -> Result<ChatTokenizer, ModelError> {
+    let path = match hub::builtin(spec) {
+        Some(b) => b.fetch()?,
+        None => PathBuf::from(spec),
+    };
+    if path.is_dir() {
+        return ChatTokenizer::from_hf_dir(&path);
+    }
+    if path.is_file() {
+        return ChatTokenizer::from_gguf(&GgufFile::open(&path)?);
+    }
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return Err(ModelError::MissingFile {
+            path,
+            what: "gguf".into(),
+        });
+    }
+    Err(ModelError::UnknownModel {
+        spec: spec.to_string(),
+    })
+}
+
+/// Parses a device string: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto` (CUDA 0 when
+/// available, else CPU).
+pub fn parse_device(s: &str) -> Result<Device, ModelError> {
+    let s = s.trim();
+    let bad = || {
+        ModelError::input(format!(
+            "invalid device {s:?}: expected cpu, cuda, cuda:N or auto"
+        ))
+    };
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available()),
+        "cuda" | "gpu" => Ok(Device::Cuda(0)),
+        _ => {
+            let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
+            let n: usize = n.parse().map_err(|_| bad())?;
+            Ok(Device::Cuda(n))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
+        assert_eq!(parse_device("cuda").unwrap(), Device::Cuda(0));
+        assert!(parse_device("cuda:x").is_err());
+        assert!(parse_device("tpu").is_err());
+    }
+
+    #[test]
+    fn generation_config_roundtrip() {
+        let g: GenerationConfig = serde_json::from_str(
+            r#"{"bos_token_id": 1, "eos_token_id": [2, 3], "temperature": 0.6}"#,
+        )
+        .unwrap();
+        assert_eq!(g.eos_ids(), vec![2, 3]);
+        assert_eq!(g.extra.get("temperature"), Some(&Value::from(0.6)));
+        let dir = tempfile::tempdir().unwrap();
+        g.save(dir.path()).unwrap();
+        assert_eq!(
+            GenerationConfig::from_file(&dir.path().join("generation_config.json")).unwrap(),
+            g
+        );
+    }
+
+    #[test]
+    fn unknown_specs_and_missing_files_are_named() {
+        let e = load("/nonexistent/model.gguf", &LoadOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/model.gguf"), "{e}");
+        let e = load("no-such-model", &LoadOptions::default()).unwrap_err();
+        assert!(matches!(e, ModelError::UnknownModel { .. }), "{e}");
+    }
+}
