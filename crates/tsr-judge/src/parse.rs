@@ -9,8 +9,11 @@
 //!   followed by a separator: `:` (also the full-width `：`), `=`, or a dash followed by
 //!   whitespace (`SCORE - 4`; `Score -4` is not a statement). Markdown emphasis may sit between the
 //!   word and the separator and around the value: `**Score:** 4`, `**Score: 4**`, `Score: **4**`,
-//!   `Score: [4]`, `Score: `4``. The value may follow on the next line (`**Score:**\n4`).
-//! * The value is a plain decimal number (`4`, `3.5`, `4.0`), optionally followed by `/5` or
+//!   `Score: [4]`, `Score: `4``. The value may stand alone on a later line (`**Score:**\n4`);
+//!   a list after `Score:` (`Score:\n1. Relevance ...`, `Score:\n- 1 point for ...`) is not a
+//!   value.
+//! * The value is a plain decimal number (`4`, `3.5`, `4.0`; a minus sign counts only when it
+//!   touches the digits: `-1`, not the list bullet `- 1`), optionally followed by `/5` or
 //!   `out of 5`, and by anything that does not look like a second number (`4 points.`,
 //!   `4 (solid answer)`). A trailing period is not a decimal point.
 //! * Accepted values lie in **[0, 5]**. Out of range (`6`, `5.5`), negative (`-1`), another scale
@@ -81,7 +84,7 @@ fn value_re() -> &'static Regex {
         Regex::new(
             r#"(?ix)
             ^ [\s*_`"'\[(]*
-            (?P<sign> [-−–] )? [\ \t]*
+            (?P<sign> [-−–] )?
             (?P<num> [0-9]+ (?: \.[0-9]+ )? )
             (?: [*_`"'\])\ \t]* (?: / | out\ of ) [\ \t]* [*_`]* [\ \t]*
                 (?P<den> [0-9]+ (?: \.[0-9]+ )? ) )?
@@ -99,6 +102,15 @@ fn echo_re() -> &'static Regex {
 
 /// What right after the value makes it ambiguous: a second number joined by a dash, `to`, `or`,
 /// `and`, a comma or a slash.
+/// What may follow a value that stands on a line of its own after `Score:` (`**Score:**\n4`).
+fn lone_value_rest_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#"(?i)^[*_`"'\])\ \t]*(?:points?)?[*_`"'\])\ \t]*\.?[*_`\ \t]*(?:\n|$)"#)
+            .expect("lone value regex compiles")
+    })
+}
+
 fn ambiguous_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
@@ -138,6 +150,11 @@ fn read_statement(after: &str) -> Statement {
         .parse()
         .expect("digits with an optional fraction parse");
     let rest = &after[whole.end()..];
+    // A value on a later line must stand alone there: `Score:` followed by a numbered list
+    // (`1. Relevance ...`) is not a score of 1.
+    if after[..num.start()].contains('\n') && !lone_value_rest_re().is_match(rest) {
+        return Statement::Other;
+    }
     if ambiguous_re().is_match(rest) {
         let line_end = after[whole.end()..]
             .find('\n')

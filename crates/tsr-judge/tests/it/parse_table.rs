@@ -76,6 +76,11 @@ const CASES: &[(&str, Want)] = &[
     ("Score: 3 - the response is relevant but incomplete.", Score(3.0)),
     ("Score: 3.5 (between 3 and 4, leaning up)", Score(3.5)),
     ("Score: 4\n- Add 1 point for relevance\n- Add 1 point for coverage", Score(4.0)),
+    // --- lists after `Score:` are not values ---
+    ("Score:\n1. Relevance: yes\n2. Coverage: partly\n\nScore: 2", Score(2.0)),
+    ("**Score:**\n- 1 point for relevance\n- 1 point for coverage\n**Score:** 2", Score(2.0)),
+    ("**Score:**\n4.\n", Score(4.0)),
+    ("**Score:**\n**3** points", Score(3.0)),
     // --- failures: no score statement (regex mismatch territory, truncation) ---
     ("The response is relevant and provides useful information. I would award it 4 points.", Fail(no_score)),
     ("The response addresses the user's question about photosynthesis, explaining the light reactions in detail and", Fail(no_score)),
@@ -90,6 +95,8 @@ const CASES: &[(&str, Want)] = &[
     ("Score: four", Fail(no_number)),
     ("**Score:** The response earns most points.", Fail(no_number)),
     ("Score: X", Fail(no_number)),
+    ("Score:\n1. Relevant to the question.\n2. Mostly complete.", Fail(no_number)),
+    ("**Score:**\n- 1 point for relevance\n- 1 point for coverage", Fail(no_number)),
     // --- failures: template echo ---
     ("Conclude with the score using the format: \"Score: <total points>\"", Fail(echo)),
     ("Score: <total points>", Fail(echo)),
