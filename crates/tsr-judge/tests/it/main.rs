@@ -3,5 +3,6 @@
 mod fake;
 mod jsonl;
 mod llm_judge;
+mod parse_props;
 mod parse_table;
 mod prompt;
