@@ -194,6 +194,13 @@ impl BuiltinModel {
         tmp.as_file()
             .sync_all()
             .map_err(|e| ModelError::io(tmp.path(), e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(tmp.path(), perms)
+                .map_err(|e| ModelError::io(tmp.path(), e))?;
+        }
         tmp.persist(dest)
             .map_err(|e| ModelError::io(dest, e.error))?;
         tracing::info!(path = %dest.display(), "built-in model ready");

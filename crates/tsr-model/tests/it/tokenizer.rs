@@ -1,0 +1,121 @@
+//! The SmolLM2 GGUF tokenizer and chat template against transformers' tokenizer built from the
+//! same GGUF (fixture and script: `tests/fixtures/make_tokenizer.py`). These need the built-in
+//! model; they skip (saying why) only when it cannot be fetched.
+
+use std::path::{Path, PathBuf};
+
+use tsr_model::gguf::GgufFile;
+use tsr_model::hub::SMOLLM2_135M_INSTRUCT;
+use tsr_model::ChatTokenizer;
+
+fn smollm2() -> Option<PathBuf> {
+    match SMOLLM2_135M_INSTRUCT.fetch() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("skipping: the built-in model could not be fetched: {e}");
+            }
+            None
+        }
+    }
+}
+
+fn fixture() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_smollm2.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn check_against_transformers(tok: &ChatTokenizer, want: &serde_json::Value) {
+    assert_eq!(
+        tok.vocab_size() as u64,
+        want["vocab_size"].as_u64().unwrap()
+    );
+    assert_eq!(tok.bos_id().map(u64::from), want["bos_id"].as_u64());
+    assert_eq!(tok.eos_ids(), &[want["eos_id"].as_u64().unwrap() as u32]);
+    assert_eq!(u64::from(tok.pad_id()), want["pad_id"].as_u64().unwrap());
+    for case in want["texts"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got = tok.encode(text, false).unwrap();
+        assert_eq!(got, ids(&case["ids"]), "encode {text:?}");
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            ids(&case["ids_with_special"]),
+            "{text:?}"
+        );
+        assert_eq!(
+            tok.decode(&got, false).unwrap(),
+            case["decoded"].as_str().unwrap()
+        );
+        assert_eq!(
+            tok.decode(&got, true).unwrap(),
+            case["decoded_skip_special"].as_str().unwrap()
+        );
+    }
+    for chat in want["chats"].as_array().unwrap() {
+        let messages = chat["messages"].as_array().unwrap();
+        let gen = chat["add_generation_prompt"].as_bool().unwrap();
+        let got = tok.apply_chat_template(messages, gen).unwrap();
+        assert_eq!(got, chat["rendered"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn gguf_tokenizer_matches_transformers() {
+    let Some(path) = smollm2() else { return };
+    let tok = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    check_against_transformers(&tok, &fixture());
+}
+
+#[test]
+fn saved_tokenizer_reloads_identically() {
+    let Some(path) = smollm2() else { return };
+    let tok = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tok.save(dir.path()).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+    let back = ChatTokenizer::from_hf_dir(dir.path()).unwrap();
+    check_against_transformers(&back, &fixture());
+    assert_eq!(back.chat_template(), tok.chat_template());
+}
+
+#[test]
+fn template_errors_are_model_errors() {
+    let Some(path) = smollm2() else { return };
+    let mut tok = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    tok.set_chat_template(Some(
+        "{% if messages[0]['role'] != 'system' %}{{ raise_exception('need a system message') }}{% endif %}".into(),
+    ));
+    let e = tok
+        .apply_chat_template(&[serde_json::json!({"role": "user", "content": "x"})], true)
+        .unwrap_err();
+    assert!(e.to_string().contains("need a system message"), "{e}");
+    tok.set_chat_template(None);
+    assert!(tok
+        .apply_chat_template(&[serde_json::json!({"role": "user", "content": "x"})], true)
+        .is_err());
+}
+
+#[test]
+fn missing_tokenizer_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = ChatTokenizer::from_hf_dir(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("tokenizer.json"), "{e}");
+    std::fs::write(dir.path().join("tokenizer.json"), "{not json").unwrap();
+    let e = ChatTokenizer::from_hf_dir(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("tokenizer.json"), "{e}");
+}
