@@ -1,3 +1,4 @@
 //! Integration tests of tsr-dpo.
 
 mod loss_golden;
+mod trainer;

@@ -1,0 +1,113 @@
+//! The whole job in one call: JSONL pairs → tokenized → reference log-probs (cached) →
+//! training with `metrics.jsonl` and resumable checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tsr_model::{ChatTokenizer, Model};
+
+use crate::config::TrainConfig;
+use crate::data::{read_pairs, tokenize_pairs, PreferencePair};
+use crate::error::{DpoError, Result};
+use crate::reference::cached_reference_logps;
+use crate::trainer::{JsonlSink, StepMetrics, TrainSummary, Trainer};
+
+/// Files [`train_dpo`] writes under its output directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFiles {
+    /// `metrics.jsonl`: one line per optimizer step (appended to on resume).
+    pub metrics: PathBuf,
+    /// `checkpoint/`: the latest checkpoint (when `checkpoint_every > 0`).
+    pub checkpoint: PathBuf,
+    /// `ref_cache/`: cached reference log-probs.
+    pub ref_cache: PathBuf,
+}
+
+impl RunFiles {
+    /// The layout under `out_dir`.
+    pub fn under(out_dir: &Path) -> Self {
+        RunFiles {
+            metrics: out_dir.join("metrics.jsonl"),
+            checkpoint: out_dir.join("checkpoint"),
+            ref_cache: out_dir.join("ref_cache"),
+        }
+    }
+}
+
+/// What [`train_dpo`] did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Steps, pairs, last metrics.
+    pub summary: TrainSummary,
+    /// Indices (in the input) of pairs dropped by truncation.
+    pub dropped: Vec<usize>,
+    /// Step resumed from, if a checkpoint was found.
+    pub resumed_from: Option<u64>,
+    /// Where the files are.
+    pub files: RunFiles,
+}
+
+/// Trains `model` in place on `pairs` (see the crate docs for the steps), writing into
+/// `out_dir`; resumes from `out_dir/checkpoint` when one is there. The reference is `model`
+/// as it is on entry. `progress` sees every step's metrics and the total step count. Saving the
+/// trained model is left to the caller (`Model::save_hf`).
+pub fn train_dpo(
+    model: &mut Model,
+    tokenizer: &ChatTokenizer,
+    pairs: &[PreferencePair],
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    progress: impl FnMut(&StepMetrics, u64),
+) -> Result<TrainReport> {
+    let c = cfg.get();
+    std::fs::create_dir_all(out_dir).map_err(|e| DpoError::io(out_dir, e))?;
+    let files = RunFiles::under(out_dir);
+    let (tokenized, dropped) = tokenize_pairs(tokenizer, pairs, c.max_length, c.truncation)?;
+    let pad_id = tokenizer.pad_id();
+    let resume = files.checkpoint.join("trainer_state.json").exists();
+    let reference = if resume {
+        // The reference is the model the run started from, which a resumed model no longer is:
+        // take the values saved with the checkpoint.
+        let p = files.checkpoint.join("reference_logps.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| DpoError::io(&p, e))?;
+        serde_json::from_str(&text).map_err(|e| DpoError::json(&p, e))?
+    } else {
+        cached_reference_logps(
+            model,
+            &tokenized,
+            pad_id,
+            c.ref_batch_size,
+            cfg.logprobs(),
+            &files.ref_cache,
+        )?
+        .0
+    };
+    let mut trainer = Trainer::new(model, cfg.clone(), tokenized, reference, pad_id)?;
+    let resumed_from = if resume {
+        trainer.load_checkpoint(&files.checkpoint)?;
+        Some(trainer.steps_done())
+    } else {
+        None
+    };
+    let mut sink = JsonlSink::append(&files.metrics)?;
+    let summary = trainer.run(&mut sink, Some(&files.checkpoint), progress)?;
+    Ok(TrainReport {
+        summary,
+        dropped,
+        resumed_from,
+        files,
+    })
+}
+
+/// [`train_dpo`] on a JSONL file.
+pub fn train_dpo_jsonl(
+    model: &mut Model,
+    tokenizer: &ChatTokenizer,
+    pairs_path: &Path,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    progress: impl FnMut(&StepMetrics, u64),
+) -> Result<TrainReport> {
+    let pairs = read_pairs(pairs_path)?;
+    train_dpo(model, tokenizer, &pairs, cfg, out_dir, progress)
+}
