@@ -136,7 +136,10 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                ModelError::MissingFile { path: path.to_path_buf(), what: "model config".into() }
+                ModelError::MissingFile {
+                    path: path.to_path_buf(),
+                    what: "model config".into(),
+                }
             } else {
                 ModelError::io(path, e)
             }
@@ -162,7 +165,10 @@ impl ModelConfig {
     }
 
     fn validate_at(&self, path: &Path) -> Result<(), ModelError> {
-        let bad = |msg: String| ModelError::Config { path: PathBuf::from(path), msg };
+        let bad = |msg: String| ModelError::Config {
+            path: PathBuf::from(path),
+            msg,
+        };
         if !SUPPORTED_MODEL_TYPES.contains(&self.model_type.as_str()) {
             return Err(ModelError::UnsupportedArchitecture {
                 arch: self.model_type.clone(),
@@ -181,7 +187,7 @@ impl ModelConfig {
             }
         }
         let kv = self.num_kv_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({kv})",
                 self.num_attention_heads
@@ -189,26 +195,32 @@ impl ModelConfig {
         }
         match self.head_dim {
             Some(0) => return Err(bad("head_dim must be positive".into())),
-            Some(d) if d % 2 != 0 => return Err(bad(format!("head_dim ({d}) must be even"))),
+            Some(d) if !d.is_multiple_of(2) => {
+                return Err(bad(format!("head_dim ({d}) must be even")))
+            }
             Some(_) => {}
             None => {
-                if self.hidden_size % self.num_attention_heads != 0 {
+                if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
                     return Err(bad(format!(
                         "hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given",
                         self.hidden_size, self.num_attention_heads
                     )));
                 }
-                if (self.hidden_size / self.num_attention_heads) % 2 != 0 {
-                    return Err(bad("head dimension must be even for rotary embeddings".into()));
+                if !(self.hidden_size / self.num_attention_heads).is_multiple_of(2) {
+                    return Err(bad(
+                        "head dimension must be even for rotary embeddings".into()
+                    ));
                 }
             }
         }
         if let Some(act) = &self.hidden_act {
             if act != "silu" && act != "swish" {
-                return Err(bad(format!("hidden_act {act:?} is not supported (only silu)")));
+                return Err(bad(format!(
+                    "hidden_act {act:?} is not supported (only silu)"
+                )));
             }
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             return Err(bad("rms_norm_eps must be positive".into()));
         }
         if let Some(types) = &self.layer_types {
@@ -219,8 +231,9 @@ impl ModelConfig {
                     self.num_hidden_layers
                 )));
             }
-            if let Some(t) =
-                types.iter().find(|t| *t != "full_attention" && *t != "sliding_attention")
+            if let Some(t) = types
+                .iter()
+                .find(|t| *t != "full_attention" && *t != "sliding_attention")
             {
                 return Err(bad(format!("layer type {t:?} is not supported")));
             }
@@ -239,7 +252,8 @@ impl ModelConfig {
 
     /// Per-head dimension.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Whether q/k/v projections carry a bias (always for Qwen2).
@@ -281,7 +295,10 @@ impl ModelConfig {
     }
 
     fn rope_at(&self, path: &Path) -> Result<RopeConfig, ModelError> {
-        let bad = |msg: String| ModelError::Config { path: PathBuf::from(path), msg };
+        let bad = |msg: String| ModelError::Config {
+            path: PathBuf::from(path),
+            msg,
+        };
         let params = match (&self.rope_parameters, &self.rope_scaling) {
             (Some(p), _) if !p.is_null() => Some(p),
             (_, Some(s)) if !s.is_null() => Some(s),
@@ -292,11 +309,14 @@ impl ModelConfig {
             .and_then(Value::as_f64)
             .or(self.rope_theta)
             .unwrap_or(10000.0);
-        if !(theta > 0.0) {
+        if theta.is_nan() || theta <= 0.0 {
             return Err(bad(format!("rope_theta must be positive, got {theta}")));
         }
         let Some(params) = params else {
-            return Ok(RopeConfig { theta, scaling: RopeScaling::None });
+            return Ok(RopeConfig {
+                theta,
+                scaling: RopeScaling::None,
+            });
         };
         if !params.is_object() {
             return Err(bad("rope scaling parameters must be an object".into()));
@@ -314,7 +334,9 @@ impl ModelConfig {
         };
         let scaling = match kind {
             "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: num("factor")? },
+            "linear" => RopeScaling::Linear {
+                factor: num("factor")?,
+            },
             "llama3" => {
                 let s = RopeScaling::Llama3 {
                     factor: num("factor")?,
@@ -322,7 +344,12 @@ impl ModelConfig {
                     high_freq_factor: num("high_freq_factor")?,
                     original_max_position_embeddings: num("original_max_position_embeddings")?,
                 };
-                if let RopeScaling::Llama3 { low_freq_factor, high_freq_factor, .. } = s {
+                if let RopeScaling::Llama3 {
+                    low_freq_factor,
+                    high_freq_factor,
+                    ..
+                } = s
+                {
                     if high_freq_factor <= low_freq_factor {
                         return Err(bad(
                             "llama3 rope scaling needs high_freq_factor > low_freq_factor".into(),
@@ -333,13 +360,15 @@ impl ModelConfig {
             }
             other => {
                 return Err(bad(format!(
-                    "rope scaling type {other:?} is not supported (supported: default, linear, llama3)"
-                )))
+                "rope scaling type {other:?} is not supported (supported: default, linear, llama3)"
+            )))
             }
         };
         if let RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } = scaling {
-            if !(factor > 0.0) {
-                return Err(bad(format!("rope scaling factor must be positive, got {factor}")));
+            if factor.is_nan() || factor <= 0.0 {
+                return Err(bad(format!(
+                    "rope scaling factor must be positive, got {factor}"
+                )));
             }
         }
         Ok(RopeConfig { theta, scaling })
@@ -347,7 +376,10 @@ impl ModelConfig {
 
     /// End-of-sequence ids from the config (may be empty).
     pub fn eos_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 
     /// Number of parameters of a model built from this config.
@@ -405,7 +437,13 @@ mod tests {
             "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
             "sliding_window": 4, "rope_parameters": {"rope_theta": 1000.0, "rope_type": "default"}}"#;
         let c = ModelConfig::from_json_str(text).unwrap();
-        assert_eq!(c.rope().unwrap(), RopeConfig { theta: 1000.0, scaling: RopeScaling::None });
+        assert_eq!(
+            c.rope().unwrap(),
+            RopeConfig {
+                theta: 1000.0,
+                scaling: RopeScaling::None
+            }
+        );
         assert_eq!(c.layer_window(1), Some(4));
     }
 
@@ -422,7 +460,9 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let e = ModelConfig::from_json_str(&LLAMA.replace("\"llama\"", "\"gpt2\"")).unwrap_err();
-        assert!(matches!(e, ModelError::UnsupportedArchitecture { ref arch, .. } if arch == "gpt2"));
+        assert!(
+            matches!(e, ModelError::UnsupportedArchitecture { ref arch, .. } if arch == "gpt2")
+        );
         let e = ModelConfig::from_json_str(&LLAMA.replace("\"llama3\"", "\"dynamic\""))
             .unwrap_err()
             .to_string();

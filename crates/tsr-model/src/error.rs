@@ -36,10 +36,18 @@ pub enum ModelError {
     MissingTensor { name: String, path: Option<PathBuf> },
     /// A tensor has the wrong shape for the configuration.
     #[error("shape mismatch for tensor {name}: expected {expected:?}, found {found:?}")]
-    ShapeMismatch { name: String, expected: Vec<i64>, found: Vec<i64> },
+    ShapeMismatch {
+        name: String,
+        expected: Vec<i64>,
+        found: Vec<i64>,
+    },
     /// A tensor is stored in a dtype tsr cannot convert.
     #[error("unsupported dtype {dtype} for tensor {name}{}", in_file(.path))]
-    UnsupportedDtype { name: String, dtype: String, path: Option<PathBuf> },
+    UnsupportedDtype {
+        name: String,
+        dtype: String,
+        path: Option<PathBuf>,
+    },
     /// `model_type` / GGUF `general.architecture` is not one tsr implements.
     #[error("unsupported architecture {arch}{}", in_file(.path))]
     UnsupportedArchitecture { arch: String, path: Option<PathBuf> },
@@ -53,7 +61,9 @@ pub enum ModelError {
     #[error("tokenizer error{}: {msg}", in_file(.path))]
     Tokenizer { path: Option<PathBuf>, msg: String },
     /// The tokenizer's vocabulary does not fit the model's embedding matrix.
-    #[error("tokenizer vocabulary ({tokenizer}) does not match the model's embedding ({model} rows)")]
+    #[error(
+        "tokenizer vocabulary ({tokenizer}) does not match the model's embedding ({model} rows)"
+    )]
     VocabMismatch { tokenizer: usize, model: usize },
     /// A chat template failed to compile or render.
     #[error("chat template error: {msg}")]
@@ -69,7 +79,11 @@ pub enum ModelError {
     Download { what: String, msg: String },
     /// A downloaded or cached file has the wrong checksum.
     #[error("checksum mismatch for {path}: expected sha256 {expected}, found {found}")]
-    Checksum { path: PathBuf, expected: String, found: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     /// A model spec that is neither a built-in name, an HF directory nor a `.gguf` file.
     #[error("unknown model {spec}: not a built-in name, an hf directory or a .gguf file")]
     UnknownModel { spec: String },
@@ -88,12 +102,18 @@ fn in_file(path: &Option<PathBuf>) -> String {
 impl ModelError {
     /// Wraps an i/o error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ModelError::Io { path: path.into(), source }
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Wraps a JSON error with the path of the file.
     pub fn json(path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
-        ModelError::Json { path: path.into(), source }
+        ModelError::Json {
+            path: path.into(),
+            source,
+        }
     }
 
     /// An [`ModelError::InvalidInput`] with the given message.

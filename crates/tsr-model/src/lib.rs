@@ -28,5 +28,7 @@ pub use tch::{Device, Kind, Tensor};
 
 // The loading/tokenizer half of the crate (see the API contract): `ChatTokenizer`,
 // `GenerationConfig`, `Loaded`, `load`, `tsr_home`.
+#[allow(unused_imports)]
 pub use load::*;
+#[allow(unused_imports)]
 pub use tokenizer::*;

@@ -1,0 +1,241 @@
+//! Forward paths against transformers' logits.
+
+use tsr_model::{hf, Device, Kind, LoadOptions, Model, ModelConfig, Tensor};
+
+use crate::{expected, fixture_dir, load, max_diff_real, CASES};
+
+const TOL: f64 = 1e-4;
+
+#[test]
+fn full_forward_matches_transformers() {
+    for case in CASES {
+        let model = load(case);
+        let e = expected(case);
+        let logits = tch::no_grad(|| model.logits(&e.input_ids, &e.attention_mask, false)).unwrap();
+        assert_eq!(logits.size(), e.logits.size(), "{case}");
+        let diff = max_diff_real(&logits, &e.logits, &e.attention_mask);
+        assert!(diff <= TOL, "{case}: max abs diff {diff:e}");
+    }
+}
+
+/// Decodes the fixture batch with the KV cache: a prefill of `prefill` columns, then one column
+/// at a time. Returns logits `[B, T, V]`.
+fn decode_cached(model: &Model, ids: &Tensor, mask: &Tensor, pos: &Tensor, prefill: i64) -> Tensor {
+    let (b, t) = (ids.size()[0], ids.size()[1]);
+    let mut cache = model.new_cache(b as usize);
+    let mut outs = Vec::new();
+    let mut start = 0;
+    while start < t {
+        let s = if start == 0 { prefill } else { 1 };
+        let h = model
+            .forward_cached(
+                &ids.narrow(1, start, s),
+                &pos.narrow(1, start, s),
+                &mask.narrow(1, 0, start + s),
+                &mut cache,
+            )
+            .unwrap();
+        outs.push(model.lm_head(&h));
+        start += s;
+        assert_eq!(cache.len() as i64, start);
+    }
+    Tensor::cat(&outs, 1)
+}
+
+#[test]
+fn cached_decoding_matches_transformers_and_full_forward() {
+    for case in CASES {
+        let model = load(case);
+        let e = expected(case);
+        let full = tch::no_grad(|| model.logits(&e.input_ids, &e.attention_mask, false)).unwrap();
+        for prefill in [1, 5] {
+            let cached = decode_cached(
+                &model,
+                &e.input_ids,
+                &e.attention_mask,
+                &e.position_ids,
+                prefill,
+            );
+            let diff = max_diff_real(&cached, &e.logits, &e.attention_mask);
+            assert!(
+                diff <= TOL,
+                "{case} prefill {prefill}: vs transformers {diff:e}"
+            );
+            let diff = max_diff_real(&cached, &full, &e.attention_mask);
+            assert!(
+                diff <= TOL,
+                "{case} prefill {prefill}: vs full forward {diff:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cache_index_select_reorders_and_repeats_rows() {
+    for case in ["llama", "mistral_window"] {
+        let model = load(case);
+        let e = expected(case);
+        let t = e.input_ids.size()[1];
+        let split = 6;
+        let mut cache = model.new_cache(3);
+        let mut outs = Vec::new();
+        let _ = model
+            .forward_cached(
+                &e.input_ids.narrow(1, 0, split),
+                &e.position_ids.narrow(1, 0, split),
+                &e.attention_mask.narrow(1, 0, split),
+                &mut cache,
+            )
+            .unwrap();
+        // New row i continues old row rows[i]: a reorder plus a repeated row.
+        let rows = Tensor::from_slice(&[2i64, 0, 0, 1]);
+        cache.index_select(&rows);
+        assert_eq!(cache.batch_size(), 4);
+        let ids = e.input_ids.index_select(0, &rows);
+        let mask = e.attention_mask.index_select(0, &rows);
+        let pos = e.position_ids.index_select(0, &rows);
+        for start in split..t {
+            let h = model
+                .forward_cached(
+                    &ids.narrow(1, start, 1),
+                    &pos.narrow(1, start, 1),
+                    &mask.narrow(1, 0, start + 1),
+                    &mut cache,
+                )
+                .unwrap();
+            outs.push(model.lm_head(&h));
+        }
+        let got = Tensor::cat(&outs, 1);
+        let want = e.logits.index_select(0, &rows).narrow(1, split, t - split);
+        let diff = max_diff_real(&got, &want, &mask.narrow(1, split, t - split));
+        assert!(diff <= TOL, "{case}: {diff:e}");
+    }
+}
+
+#[test]
+fn right_padding_gives_the_same_logits_as_left_padding() {
+    for case in CASES {
+        let model = load(case);
+        let e = expected(case);
+        let (b, t) = (e.input_ids.size()[0], e.input_ids.size()[1]);
+        let ids = e.input_ids.zeros_like();
+        let mask = e.attention_mask.zeros_like();
+        let want = e.logits.zeros_like();
+        for r in 0..b {
+            let pad = t - e.attention_mask.get(r).sum(Kind::Int64).int64_value(&[]);
+            let n = t - pad;
+            ids.get(r)
+                .narrow(0, 0, n)
+                .copy_(&e.input_ids.get(r).narrow(0, pad, n));
+            let _ = mask.get(r).narrow(0, 0, n).fill_(1);
+            want.get(r)
+                .narrow(0, 0, n)
+                .copy_(&e.logits.get(r).narrow(0, pad, n));
+        }
+        let got = tch::no_grad(|| model.logits(&ids, &mask, false)).unwrap();
+        let diff = max_diff_real(&got, &want, &mask);
+        assert!(diff <= TOL, "{case}: {diff:e}");
+    }
+}
+
+#[test]
+fn half_precision_kinds_stay_close_to_f32() {
+    for (kind, tol) in [(Kind::BFloat16, 0.25), (Kind::Half, 0.05)] {
+        for case in ["llama", "qwen2"] {
+            let opts = LoadOptions {
+                device: Device::Cpu,
+                kind,
+            };
+            let model = hf::load_model_dir(&fixture_dir(case), &opts).unwrap();
+            assert_eq!(model.kind(), kind);
+            let e = expected(case);
+            let logits =
+                tch::no_grad(|| model.logits(&e.input_ids, &e.attention_mask, false)).unwrap();
+            assert_eq!(logits.kind(), kind);
+            let diff = max_diff_real(&logits, &e.logits, &e.attention_mask);
+            assert!(diff <= tol, "{case} {kind:?}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn gradients_flow_to_all_parameters_through_hidden_states() {
+    let model = load("qwen2");
+    let e = expected("qwen2");
+    let h = model
+        .hidden_states(&e.input_ids, &e.attention_mask, true)
+        .unwrap();
+    (h * e.attention_mask.unsqueeze(-1))
+        .pow_tensor_scalar(2)
+        .sum(Kind::Float)
+        .backward();
+    let vars = model.var_store().variables();
+    assert!(!vars.is_empty());
+    for (name, var) in vars {
+        if name == "lm_head.weight" {
+            continue; // not part of the hidden states
+        }
+        let g = var.grad();
+        assert!(g.defined(), "{name} has no gradient");
+        assert!(
+            g.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+            "{name} has a zero gradient"
+        );
+    }
+}
+
+#[test]
+fn dropout_applies_only_in_training() {
+    let mut model = load("llama");
+    let e = expected("llama");
+    model.set_dropout(0.5);
+    let eval = tch::no_grad(|| model.logits(&e.input_ids, &e.attention_mask, false)).unwrap();
+    assert!(max_diff_real(&eval, &e.logits, &e.attention_mask) <= TOL);
+    let train = tch::no_grad(|| model.logits(&e.input_ids, &e.attention_mask, true)).unwrap();
+    assert!(max_diff_real(&train, &e.logits, &e.attention_mask) > 1e-2);
+}
+
+#[test]
+fn random_models_are_reproducible_per_seed() {
+    let config = load("llama").config().clone();
+    let opts = LoadOptions::default();
+    let a = Model::random(config.clone(), 7, &opts).unwrap();
+    let b = Model::random(config.clone(), 7, &opts).unwrap();
+    let c = Model::random(config, 8, &opts).unwrap();
+    let w = |m: &Model| m.var_store().variables()["model.layers.1.mlp.up_proj.weight"].copy();
+    assert!(w(&a).equal(&w(&b)));
+    assert!(!w(&a).equal(&w(&c)));
+}
+
+#[test]
+fn tied_models_share_the_embedding() {
+    let model = load("llama3_rope");
+    assert!(model.config().tie_word_embeddings);
+    assert!(model.lm_head_weight().equal(&model.embed_weight()));
+    assert!(!model.var_store().variables().contains_key("lm_head.weight"));
+    let untied = load("llama");
+    assert!(!untied.lm_head_weight().equal(&untied.embed_weight()));
+}
+
+#[test]
+fn parameter_count_matches_the_config() {
+    for case in CASES {
+        let model = load(case);
+        let n: i64 = model
+            .var_store()
+            .variables()
+            .values()
+            .map(|t| t.numel() as i64)
+            .sum();
+        assert_eq!(n as usize, model.config().num_parameters(), "{case}");
+    }
+}
+
+#[test]
+fn config_round_trips_through_json() {
+    for case in CASES {
+        let c = ModelConfig::from_file(&fixture_dir(case).join("config.json")).unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(ModelConfig::from_json_str(&text).unwrap(), c);
+    }
+}
