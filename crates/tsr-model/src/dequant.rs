@@ -143,7 +143,7 @@ impl GgmlType {
     /// number of blocks.
     pub fn bytes_for(&self, n: usize) -> Option<usize> {
         let (per_block, bytes) = self.block_layout()?;
-        if n % per_block != 0 {
+        if !n.is_multiple_of(per_block) {
             return None;
         }
         (n / per_block).checked_mul(bytes)

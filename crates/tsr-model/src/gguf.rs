@@ -697,7 +697,7 @@ fn nbytes_of(info: &TensorInfo) -> Option<usize> {
     let n = usize::try_from(info.numel()).ok()?;
     // Quantized rows must be whole blocks: ggml requires dims[0] to be a block multiple.
     let (per_block, _) = info.ty.block_layout()?;
-    if info.dims[0] as usize % per_block != 0 {
+    if !(info.dims[0] as usize).is_multiple_of(per_block) {
         return None;
     }
     info.ty.bytes_for(n)
@@ -741,7 +741,7 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 pub fn unpermute_rows(values: &[f32], shape: &[i64], heads: usize) -> Option<Vec<f32>> {
     let rows = *shape.first()? as usize;
     let cols: usize = shape[1..].iter().map(|&d| d as usize).product();
-    if heads == 0 || rows % (2 * heads) != 0 || values.len() != rows * cols {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || values.len() != rows * cols {
         return None;
     }
     let d = rows / heads / 2;
