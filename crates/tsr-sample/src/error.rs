@@ -24,6 +24,9 @@ pub enum SampleError {
     /// A prompt tokenized to nothing.
     #[error("prompt {prompt} is empty after tokenization")]
     EmptyPrompt { prompt: usize },
+    /// The model or tokenizer failed.
+    #[error(transparent)]
+    Model(#[from] tsr_model::ModelError),
     /// A tensor operation failed (shape or device mismatch).
     #[error("tensor operation failed in {during}: {source}")]
     Tensor {

@@ -30,7 +30,10 @@ impl StopStrings {
     pub fn new(stops: &[String]) -> Self {
         let stops: Vec<String> = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
         let longest = stops.iter().map(|s| s.len()).max().unwrap_or(0);
-        Self { stops, window: longest + 4 }
+        Self {
+            stops,
+            window: longest + 4,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -39,7 +42,10 @@ impl StopStrings {
 
     /// The earliest byte offset in `text` at which a stop string starts.
     pub fn find(&self, text: &str) -> Option<usize> {
-        self.stops.iter().filter_map(|s| text.find(s.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
     }
 
     /// Called after a token was appended to `ids`: `Some(text cut before the stop string)` when
@@ -72,13 +78,19 @@ mod tests {
     fn finds_a_stop_string_split_over_tokens_and_cuts_before_it() {
         let stop = StopStrings::new(&["</s>".to_string()]);
         assert_eq!(stop.check(&[0, 1, 2], &table).unwrap(), None);
-        assert_eq!(stop.check(&[0, 1, 2, 3], &table).unwrap(), Some("ab".to_string()));
+        assert_eq!(
+            stop.check(&[0, 1, 2, 3], &table).unwrap(),
+            Some("ab".to_string())
+        );
     }
 
     #[test]
     fn earliest_of_several_stop_strings_wins() {
         let stop = StopStrings::new(&["b".to_string(), "\n\n".to_string()]);
-        assert_eq!(stop.check(&[0, 4, 5, 0, 1], &table).unwrap(), Some("aé".to_string()));
+        assert_eq!(
+            stop.check(&[0, 4, 5, 0, 1], &table).unwrap(),
+            Some("aé".to_string())
+        );
     }
 
     #[test]

@@ -1,3 +1,6 @@
 //! Integration tests of tsr-sample.
 
+mod generate;
+mod parity;
 mod processors;
+mod tiny;
