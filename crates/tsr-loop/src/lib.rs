@@ -1,1 +1,28 @@
-//! `tsr-loop`: placeholder, filled in by its issue.
+//! `tsr-loop`: the Self-Rewarding / Temporal Self-Rewarding iteration orchestrator.
+//!
+//! The loop is plain Rust over one trait, [`Backend`] (sample, judge, train with DPO, measure
+//! hidden-state similarity), so it runs against real libtorch models in the CLI and against a
+//! deterministic fake ([`fake::FakeBackend`]) in tests. It owns the run folder ([`Run`]): every
+//! generation, verdict and pair is written atomically, each stage records its completion last,
+//! and [`Run::execute`] on an existing folder continues after a crash without redoing completed
+//! work. See [`run`] for the folder layout and `docs/algorithm.md` for the method.
+
+pub mod backend;
+pub mod config;
+mod error;
+pub mod fake;
+pub mod fsio;
+pub mod prompts;
+pub mod records;
+pub mod run;
+pub mod seed;
+
+pub use backend::{
+    Backend, Event, JudgeItem, JudgeSample, Judgement, ModelRef, NoObserver, Observer, TrainPair,
+    TrainReport,
+};
+pub use config::{Config, FuturePrompts, LoopSection, Method, RunSection};
+pub use error::{BackendError, LoopError, Result};
+pub use prompts::{load_prompts, parse_prompts, PromptRecord};
+pub use run::{Run, RunOutcome, RunState, Stage};
+pub use seed::derive_seed;

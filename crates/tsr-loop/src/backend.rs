@@ -1,0 +1,218 @@
+//! The seam between the loop and real models: the CLI implements [`Backend`] with libtorch
+//! models (tsr-model, tsr-sample, tsr-judge, tsr-dpo); tests implement it with a fake.
+
+use crate::error::BackendError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tsr_judge::{Completion, GenRequest, SamplingParams};
+
+/// A model the backend can load: `M_0` (a name or folder from the configuration) or a checkpoint
+/// folder the backend wrote during the run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelRef {
+    /// Stable name used in records: `m0` or the checkpoint's path relative to the run folder
+    /// (`iter-001/model`), so records do not depend on where the run folder lives.
+    pub name: String,
+    /// What to load: the configured model spec for `m0`, an absolute folder for checkpoints.
+    pub location: String,
+}
+
+impl ModelRef {
+    /// The seed model `M_0`.
+    pub fn initial(spec: &str) -> Self {
+        Self {
+            name: "m0".into(),
+            location: spec.to_string(),
+        }
+    }
+    /// A checkpoint folder inside the run folder.
+    pub fn checkpoint(run_dir: &Path, relative: &str) -> Self {
+        Self {
+            name: relative.to_string(),
+            location: run_dir.join(relative).display().to_string(),
+        }
+    }
+}
+
+/// One response to judge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgeItem {
+    /// The user instruction the response answers.
+    pub instruction: String,
+    pub response: String,
+    /// Seed of this item's judge samples.
+    pub seed: u64,
+}
+
+/// One judge sample (one sampled verdict) of a response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JudgeSample {
+    pub text: String,
+    /// `None` when the verdict did not parse.
+    pub score: Option<f64>,
+}
+
+/// The judge's verdict on one response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// Mean of the parsed sample scores; `None` when no sample parsed.
+    pub score: Option<f64>,
+    pub samples: Vec<JudgeSample>,
+    /// Judge prompt tokens (all samples share one prompt: counted once).
+    pub prompt_tokens: usize,
+    /// Tokens the judge generated over all samples.
+    pub generated_tokens: usize,
+}
+
+/// One preference pair to train on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainPair {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+    /// Sampled token ids (the backend may use them instead of re-tokenizing the text).
+    pub chosen_token_ids: Vec<u32>,
+    pub rejected_token_ids: Vec<u32>,
+}
+
+/// What a DPO training run reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub pairs: usize,
+    pub epochs: usize,
+    pub steps: usize,
+    /// Tokens trained on (prompt + chosen + rejected, times epochs): the compute the run used.
+    pub tokens: u64,
+    /// Mean of `rewards/margins` over the last epoch.
+    pub reward_margin: Option<f64>,
+    /// Mean of `rewards/accuracies` over the last epoch.
+    pub reward_accuracy: Option<f64>,
+    pub final_loss: Option<f64>,
+    /// Per-step metrics (TRL names), written to `train-*.jsonl` in the iteration folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_log: Vec<serde_json::Value>,
+}
+
+/// Everything the loop needs from real models.
+///
+/// Every method must be deterministic given its inputs (seeds included) for a resumed run to
+/// equal an uninterrupted one.
+pub trait Backend {
+    /// Sample `request.n` completions per request from `model` (see [`tsr_judge::Generator`]).
+    fn generate(
+        &mut self,
+        model: &ModelRef,
+        requests: &[GenRequest],
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>, BackendError>;
+
+    /// Judge each item with `judge` as the LLM judge; one [`Judgement`] per item, in order.
+    fn judge(
+        &mut self,
+        judge: &ModelRef,
+        items: &[JudgeItem],
+    ) -> Result<Vec<Judgement>, BackendError>;
+
+    /// Train `DPO(init = init, ref = init, pairs)` and save the result as a model folder at
+    /// `out_dir` (which the loop creates empty).
+    fn train_dpo(
+        &mut self,
+        init: &ModelRef,
+        pairs: &[TrainPair],
+        out_dir: &Path,
+        seed: u64,
+    ) -> Result<TrainReport, BackendError>;
+
+    /// For each pair, the cosine similarity under `model` of the last-layer hidden states of the
+    /// chosen and of the rejected response, each averaged over its completion tokens.
+    fn representation_similarity(
+        &mut self,
+        model: &ModelRef,
+        pairs: &[TrainPair],
+    ) -> Result<Vec<f64>, BackendError>;
+}
+
+impl<B: Backend + ?Sized> Backend for &mut B {
+    fn generate(
+        &mut self,
+        model: &ModelRef,
+        requests: &[GenRequest],
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>, BackendError> {
+        (**self).generate(model, requests, params)
+    }
+    fn judge(
+        &mut self,
+        judge: &ModelRef,
+        items: &[JudgeItem],
+    ) -> Result<Vec<Judgement>, BackendError> {
+        (**self).judge(judge, items)
+    }
+    fn train_dpo(
+        &mut self,
+        init: &ModelRef,
+        pairs: &[TrainPair],
+        out_dir: &Path,
+        seed: u64,
+    ) -> Result<TrainReport, BackendError> {
+        (**self).train_dpo(init, pairs, out_dir, seed)
+    }
+    fn representation_similarity(
+        &mut self,
+        model: &ModelRef,
+        pairs: &[TrainPair],
+    ) -> Result<Vec<f64>, BackendError> {
+        (**self).representation_similarity(model, pairs)
+    }
+}
+
+/// Progress events for a front end (bars on a terminal, lines in a log).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    IterationStarted {
+        iteration: u32,
+        of: u32,
+    },
+    /// `total` is in the stage's unit (prompts for sampling and judging, 1 otherwise).
+    StageStarted {
+        iteration: u32,
+        stage: &'static str,
+        total: u64,
+    },
+    StageProgress {
+        iteration: u32,
+        stage: &'static str,
+        done: u64,
+        total: u64,
+    },
+    StageFinished {
+        iteration: u32,
+        stage: &'static str,
+        wall_s: f64,
+    },
+    /// Found complete in the run folder (resume).
+    StageSkipped {
+        iteration: u32,
+        stage: &'static str,
+    },
+}
+
+/// Receives [`Event`]s.
+pub trait Observer {
+    fn event(&mut self, event: &Event);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn event(&mut self, _: &Event) {}
+}
+
+/// Absolute path helper for backends.
+pub fn abs(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,295 @@
+//! The run configuration: `[run]` and `[loop]` are owned here; `[sampling]` is the shared
+//! [`SamplingParams`] of `tsr-judge` (policy sampling); `[judge]` and `[dpo]` are passed through
+//! opaque to the [`crate::Backend`], which maps them onto its judge and trainer configurations.
+//!
+//! Defaults live in the `Default` impls below and nowhere else.
+
+use crate::error::{io, LoopError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tsr_judge::SamplingParams;
+
+/// Which curation the iterations run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Self-Rewarding: best/worst of `P_i`, one DPO model per iteration.
+    Sr,
+    /// Temporal Self-Rewarding: anchored rejection, a future model, future-guided chosen.
+    Tsr,
+    /// Ablation: anchored-rejection pairs (`D_1`) train `M_{i+1}` directly, no `M_f`.
+    PastOnly,
+    /// Ablation: SR pairs train `M_f`, then future-guided chosen (Phase 2).
+    FutureOnly,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Sr => "sr",
+            Method::Tsr => "tsr",
+            Method::PastOnly => "past-only",
+            Method::FutureOnly => "future-only",
+        }
+    }
+    /// Whether the method samples from the initial model (`P_0`).
+    pub fn uses_initial(self) -> bool {
+        matches!(self, Method::Tsr | Method::PastOnly)
+    }
+    /// Whether the method trains a future model and samples `P_f`.
+    pub fn uses_future(self) -> bool {
+        matches!(self, Method::Tsr | Method::FutureOnly)
+    }
+}
+
+/// Which prompts get future samples `P_f` in Phase 2 (the TSR paper does not say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FuturePrompts {
+    /// Every prompt with a Phase-1 candidate pair, kept or not: Phase 2's own margin check can
+    /// then rescue a Phase-1 drop (the reading of the algorithm in which that check matters).
+    All,
+    /// Only prompts whose Phase-1 pair was kept (`D_1`): cheaper.
+    Kept,
+}
+
+/// `[run]`: what to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// The seed model `M_0`: a model name the backend knows or a checkpoint folder.
+    pub model: String,
+    /// Prompts file (JSON lines with `id` and `prompt`), relative to the config file.
+    pub prompts: PathBuf,
+    pub method: Method,
+    pub iterations: u32,
+    /// Run seed; every stochastic call derives its seed from it.
+    pub seed: u64,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            model: "smollm2-135m-instruct".into(),
+            prompts: PathBuf::from("prompts.jsonl"),
+            method: Method::Tsr,
+            iterations: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// `[loop]`: how each iteration is carried out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopSection {
+    /// Responses sampled per prompt and per pool (the papers: SR 4, TSR 7).
+    pub k: usize,
+    /// Prompts per iteration (each iteration takes the next, fresh chunk). 0 = the prompts file
+    /// divided evenly by `iterations` (all of it when `cycle_prompts`).
+    pub prompts_per_iteration: usize,
+    pub future_prompts: FuturePrompts,
+    /// Prompts per generation/judging chunk: each chunk is written to disk as it completes, so a
+    /// crash loses at most one chunk of work.
+    pub chunk_prompts: usize,
+    /// When the prompts run out, start over from the first chunk instead of failing (each
+    /// iteration then no longer sees fresh prompts; `P_0` samples are reused, not redrawn).
+    pub cycle_prompts: bool,
+    /// Measure the cosine similarity of chosen/rejected hidden states under `M_i`.
+    pub similarity: bool,
+}
+
+impl Default for LoopSection {
+    fn default() -> Self {
+        Self {
+            k: 7,
+            prompts_per_iteration: 0,
+            future_prompts: FuturePrompts::All,
+            chunk_prompts: 16,
+            cycle_prompts: false,
+            similarity: true,
+        }
+    }
+}
+
+/// Written by tsr into the run directory's copy of the configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolved {
+    pub tsr_version: String,
+    pub prompt_count: usize,
+}
+
+/// A whole run configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub run: RunSection,
+    #[serde(rename = "loop")]
+    pub loop_: LoopSection,
+    pub sampling: SamplingParams,
+    /// Judge settings, owned by the backend (tsr-judge's `JudgeConfig` in the CLI).
+    pub judge: toml::Table,
+    /// DPO settings, owned by the backend (tsr-dpo's config in the CLI).
+    pub dpo: toml::Table,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+impl Config {
+    /// Parse TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| LoopError::ConfigParse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Read and parse a TOML file; a relative `run.prompts` is resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let mut cfg = Self::from_toml_str(&text, path)?;
+        if cfg.run.prompts.is_relative() {
+            if let Some(dir) = path.parent() {
+                cfg.run.prompts = dir.join(&cfg.run.prompts);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The resolved configuration as TOML text.
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| LoopError::Config(format!("cannot serialize: {e}")))
+    }
+
+    /// Check every value this crate understands (and the few shared ones it can check).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(LoopError::Config(m));
+        if self.run.model.trim().is_empty() {
+            return bad("run.model is empty".into());
+        }
+        if self.run.iterations == 0 {
+            return bad("run.iterations must be at least 1".into());
+        }
+        if self.loop_.k < 2 {
+            return bad(format!(
+                "loop.k = {} but at least 2 responses per prompt are needed",
+                self.loop_.k
+            ));
+        }
+        if self.loop_.chunk_prompts == 0 {
+            return bad("loop.chunk_prompts must be at least 1".into());
+        }
+        let s = &self.sampling;
+        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+            return bad(format!("sampling.top_p = {} is outside (0, 1]", s.top_p));
+        }
+        if !(s.temperature >= 0.0 && s.temperature.is_finite()) {
+            return bad(format!(
+                "sampling.temperature = {} must be >= 0",
+                s.temperature
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.min_p) {
+            return bad(format!("sampling.min_p = {} is outside [0, 1]", s.min_p));
+        }
+        if s.repetition_penalty.is_nan() || s.repetition_penalty <= 0.0 {
+            return bad(format!(
+                "sampling.repetition_penalty = {} must be > 0",
+                s.repetition_penalty
+            ));
+        }
+        if s.max_new_tokens == 0 {
+            return bad("sampling.max_new_tokens must be at least 1".into());
+        }
+        if let Some(beta) = self.dpo.get("beta") {
+            match beta
+                .as_float()
+                .or_else(|| beta.as_integer().map(|i| i as f64))
+            {
+                Some(b) if b > 0.0 && b.is_finite() => {}
+                _ => return bad(format!("dpo.beta = {beta} must be a number > 0")),
+            }
+        }
+        if let Some(top_p) = self.judge.get("top_p").and_then(|v| v.as_float()) {
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                return bad(format!("judge.top_p = {top_p} is outside (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Prompts per iteration once the prompt count is known.
+    pub fn chunk_size(&self, prompt_count: usize) -> Result<usize> {
+        let iters = self.run.iterations as usize;
+        let per = if self.loop_.prompts_per_iteration == 0 {
+            if self.loop_.cycle_prompts {
+                prompt_count
+            } else {
+                prompt_count / iters
+            }
+        } else {
+            self.loop_.prompts_per_iteration
+        };
+        if per == 0
+            || per > prompt_count
+            || (!self.loop_.cycle_prompts && per * iters > prompt_count)
+        {
+            return Err(LoopError::Config(format!(
+                "{prompt_count} prompts cannot give {iters} iteration(s) a fresh chunk of {} prompts each",
+                per.max(1)
+            )));
+        }
+        Ok(per)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config> {
+        let c = Config::from_toml_str(s, Path::new("run.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = parse("").unwrap();
+        assert_eq!(c.loop_.k, 7);
+        assert_eq!(c.run.method, Method::Tsr);
+        let text = c.to_toml_string().unwrap();
+        assert_eq!(parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let cases = [
+            ("[run]\nbogus = 1", "unknown field `bogus`"),
+            ("[nope]\n", "unknown field `nope`"),
+            ("[sampling]\ntop_pp = 0.9", "unknown field `top_pp`"),
+            ("[dpo]\nbeta = 0.0", "dpo.beta"),
+            ("[dpo]\nbeta = -1", "dpo.beta"),
+            ("[sampling]\ntop_p = 0.0", "sampling.top_p"),
+            ("[sampling]\ntop_p = 1.5", "sampling.top_p"),
+            ("[loop]\nk = 1", "loop.k"),
+            ("[run]\niterations = 0", "run.iterations"),
+            ("[run]\nmethod = \"dpo\"", "unknown variant `dpo`"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn chunks_must_fit() {
+        let mut c = Config::default();
+        c.run.iterations = 2;
+        assert_eq!(c.chunk_size(10).unwrap(), 5);
+        assert!(c.chunk_size(1).is_err());
+        c.loop_.prompts_per_iteration = 6;
+        assert!(c.chunk_size(10).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! A deterministic stand-in for real models, for tests and dry runs of the loop.
+//!
+//! Texts, scores, training results and similarities are hashes of the inputs (the model's
+//! identity, the prompt, the seed), so the same inputs always give the same outputs, whatever
+//! the batching. A checkpoint is a folder holding `fake-model.json` whose fingerprint hashes the
+//! init model and the training pairs: it does not depend on where the run folder lives.
+//! Faults can be injected to test crash recovery: an error or a panic at the n-th call.
+
+use crate::backend::{
+    Backend, JudgeItem, JudgeSample, Judgement, ModelRef, TrainPair, TrainReport,
+};
+use crate::error::BackendError;
+use std::path::Path;
+use std::time::Duration;
+use tsr_judge::{Completion, FinishReason, GenRequest, SamplingParams};
+
+/// How the fake fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Return an error from the n-th call (0-based, counting every backend call).
+    ErrorAt(usize),
+    /// Panic in the n-th call.
+    PanicAt(usize),
+}
+
+/// The deterministic fake backend.
+#[derive(Debug, Default)]
+pub struct FakeBackend {
+    /// Calls made so far (including a failing one).
+    pub calls: usize,
+    /// One line per call that completed: `method model-name size`.
+    pub log: Vec<String>,
+    pub fault: Option<Fault>,
+    /// Sleep this long in every call (lets a test kill a run mid-stage).
+    pub delay: Duration,
+    /// Share of judge samples that do not parse (in 1/100).
+    pub unparsed_percent: u64,
+}
+
+fn h(parts: &[&[u8]]) -> u64 {
+    let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in p.iter().chain(std::iter::once(&0xffu8)) {
+            x = (x ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+const WORDS: [&str; 16] = [
+    "the", "answer", "is", "clearly", "maybe", "because", "first", "then", "water", "light",
+    "seven", "simple", "careful", "quick", "however", "finally",
+];
+
+impl FakeBackend {
+    pub fn new() -> Self {
+        Self {
+            unparsed_percent: 10,
+            ..Self::default()
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), BackendError> {
+        let n = self.calls;
+        self.calls += 1;
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        match self.fault {
+            Some(Fault::ErrorAt(k)) if k == n => {
+                Err(format!("injected failure at call {n}").into())
+            }
+            Some(Fault::PanicAt(k)) if k == n => panic!("injected panic at call {n}"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The identity of a model: its spec for `m0`, its fingerprint file for a checkpoint.
+    fn fingerprint(model: &ModelRef) -> Result<(String, u64), BackendError> {
+        let file = Path::new(&model.location).join("fake-model.json");
+        if file.exists() {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+            let fp = v["fingerprint"]
+                .as_str()
+                .ok_or("fake-model.json without fingerprint")?
+                .to_string();
+            let depth = v["depth"].as_u64().unwrap_or(0);
+            Ok((fp, depth))
+        } else if model.name == "m0" {
+            Ok((model.location.clone(), 0))
+        } else {
+            Err(format!("{}: not a fake checkpoint", model.location).into())
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn generate(
+        &mut self,
+        model: &ModelRef,
+        requests: &[GenRequest],
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>, BackendError> {
+        self.tick()?;
+        let (fp, depth) = Self::fingerprint(model)?;
+        let out = requests
+            .iter()
+            .map(|r| {
+                let prompt = serde_json::to_string(&r.prompt).unwrap_or_default();
+                (0..r.n)
+                    .map(|j| {
+                        let x = h(&[
+                            fp.as_bytes(),
+                            prompt.as_bytes(),
+                            &r.seed.to_le_bytes(),
+                            &j.to_le_bytes(),
+                        ]);
+                        let len = 3 + (x % 6) as usize;
+                        let words: Vec<&str> = (0..len)
+                            .map(|w| WORDS[((x >> (4 * w)) & 15) as usize])
+                            .collect();
+                        let text = format!("{} (d{depth})", words.join(" "));
+                        let token_ids: Vec<u32> = (0..len as u32)
+                            .map(|w| ((x >> (4 * w)) & 15) as u32 + 3)
+                            .collect();
+                        Completion {
+                            finish_reason: if len < params.max_new_tokens {
+                                FinishReason::Eos
+                            } else {
+                                FinishReason::Length
+                            },
+                            token_ids,
+                            text,
+                            prompt_tokens: 5 + prompt.len() / 8,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        self.log
+            .push(format!("generate {} {}", model.name, requests.len()));
+        Ok(out)
+    }
+
+    fn judge(
+        &mut self,
+        judge: &ModelRef,
+        items: &[JudgeItem],
+    ) -> Result<Vec<Judgement>, BackendError> {
+        self.tick()?;
+        let (fp, _) = Self::fingerprint(judge)?;
+        let out = items
+            .iter()
+            .map(|it| {
+                let samples: Vec<JudgeSample> = (0..2u64)
+                    .map(|s| {
+                        let x = h(&[
+                            fp.as_bytes(),
+                            it.response.as_bytes(),
+                            &it.seed.to_le_bytes(),
+                            &s.to_le_bytes(),
+                        ]);
+                        if x % 100 < self.unparsed_percent {
+                            JudgeSample {
+                                text: "I cannot decide.".into(),
+                                score: None,
+                            }
+                        } else {
+                            // A depth bonus makes trained models' answers score higher.
+                            let bonus = if it.response.contains("(d0)") {
+                                0.0
+                            } else {
+                                1.0
+                            };
+                            let score = ((x >> 8) % 9) as f64 / 2.0 * 0.8 + bonus;
+                            JudgeSample {
+                                text: format!("Fine.\nScore: {score}"),
+                                score: Some(score),
+                            }
+                        }
+                    })
+                    .collect();
+                let parsed: Vec<f64> = samples.iter().filter_map(|s| s.score).collect();
+                let score =
+                    (!parsed.is_empty()).then(|| parsed.iter().sum::<f64>() / parsed.len() as f64);
+                Judgement {
+                    score,
+                    prompt_tokens: 40 + it.instruction.len() / 4 + it.response.len() / 4,
+                    generated_tokens: samples.iter().map(|s| s.text.len() / 3).sum(),
+                    samples,
+                }
+            })
+            .collect();
+        self.log
+            .push(format!("judge {} {}", judge.name, items.len()));
+        Ok(out)
+    }
+
+    fn train_dpo(
+        &mut self,
+        init: &ModelRef,
+        pairs: &[TrainPair],
+        out_dir: &Path,
+        seed: u64,
+    ) -> Result<TrainReport, BackendError> {
+        self.tick()?;
+        let (fp, depth) = Self::fingerprint(init)?;
+        let mut x = h(&[fp.as_bytes(), &seed.to_le_bytes()]);
+        let mut tokens = 0u64;
+        for p in pairs {
+            x = h(&[
+                &x.to_le_bytes(),
+                p.prompt.as_bytes(),
+                p.chosen.as_bytes(),
+                p.rejected.as_bytes(),
+            ]);
+            tokens += (p.chosen_token_ids.len()
+                + p.rejected_token_ids.len()
+                + 2 * (5 + p.prompt.len() / 8)) as u64;
+        }
+        let fingerprint = format!("{x:016x}");
+        let body = serde_json::json!({"fingerprint": fingerprint, "depth": depth + 1, "pairs": pairs.len()});
+        std::fs::write(
+            out_dir.join("fake-model.json"),
+            serde_json::to_vec_pretty(&body)?,
+        )?;
+        let steps = pairs.len().div_ceil(2);
+        let margin = (x % 1000) as f64 / 1000.0;
+        let steps_log = (0..steps)
+            .map(|s| serde_json::json!({"step": s + 1, "loss": 0.69 - 0.01 * s as f64, "rewards/margins": margin}))
+            .collect();
+        self.log
+            .push(format!("train {} {}", init.name, pairs.len()));
+        Ok(TrainReport {
+            pairs: pairs.len(),
+            epochs: 1,
+            steps,
+            tokens,
+            reward_margin: Some(margin),
+            reward_accuracy: Some(0.5 + margin / 2.0),
+            final_loss: Some(0.69 - 0.01 * steps as f64),
+            steps_log,
+        })
+    }
+
+    fn representation_similarity(
+        &mut self,
+        model: &ModelRef,
+        pairs: &[TrainPair],
+    ) -> Result<Vec<f64>, BackendError> {
+        self.tick()?;
+        let (fp, _) = Self::fingerprint(model)?;
+        self.log
+            .push(format!("similarity {} {}", model.name, pairs.len()));
+        Ok(pairs
+            .iter()
+            .map(|p| {
+                (h(&[fp.as_bytes(), p.chosen.as_bytes(), p.rejected.as_bytes()]) % 1000) as f64
+                    / 1000.0
+            })
+            .collect())
+    }
+}

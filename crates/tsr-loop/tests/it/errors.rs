@@ -1,0 +1,180 @@
+use crate::common::*;
+use std::path::Path;
+use tsr_loop::fake::FakeBackend;
+use tsr_loop::{load_prompts, Config, Method, NoObserver, PromptRecord, Run};
+
+#[test]
+fn config_file_errors_name_the_file_and_key() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("run.toml");
+    std::fs::write(&p, "[loop]\nk = 4\nsamples = 3\n").unwrap();
+    let e = Config::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("run.toml") && e.contains("unknown field `samples`"),
+        "{e}"
+    );
+    std::fs::write(&p, "[loop]\nk = 1\n").unwrap();
+    let e = Config::load(&p)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loop.k"), "{e}");
+}
+
+#[test]
+fn prompts_are_resolved_against_the_config_file() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("run.toml"), "[run]\nprompts = \"p.jsonl\"\n").unwrap();
+    std::fs::write(
+        t.path().join("p.jsonl"),
+        "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"a\",\"prompt\":\"y\"}\n",
+    )
+    .unwrap();
+    let c = Config::load(&t.path().join("run.toml")).unwrap();
+    let e = load_prompts(&c.run.prompts).unwrap_err().to_string();
+    assert!(
+        e.contains("p.jsonl:2") && e.contains("duplicate prompt id `a`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn create_refuses_bad_input_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("r");
+    let dup = vec![
+        PromptRecord {
+            id: "a".into(),
+            prompt: "x".into(),
+        },
+        PromptRecord {
+            id: "a".into(),
+            prompt: "y".into(),
+        },
+    ];
+    let e = Run::create(&dir, config(Method::Sr, 1), dup)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("duplicate"), "{e}");
+    let e = Run::create(&dir, config(Method::Sr, 1), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no prompts"), "{e}");
+    let e = Run::create(&dir, config(Method::Sr, 3), prompts(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fresh chunk"), "{e}");
+    let mut c = config(Method::Sr, 1);
+    c.dpo.insert("beta".into(), toml::Value::Float(0.0));
+    assert!(Run::create(&dir, c, prompts(2))
+        .unwrap_err()
+        .to_string()
+        .contains("dpo.beta"));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn run_folder_misuse_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (_, _) = run_fresh(t.path(), Method::Sr, 1, 2);
+    let e = Run::create(t.path(), config(Method::Sr, 1), prompts(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("x"), "").unwrap();
+    let e = Run::create(other.path(), config(Method::Sr, 1), prompts(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty"), "{e}");
+    let e = Run::open(other.path()).unwrap_err().to_string();
+    assert!(e.contains("not a run folder"), "{e}");
+}
+
+#[test]
+fn unwritable_run_folder_is_an_error() {
+    let e = Run::create(
+        Path::new("/proc/tsr-cannot-write-here"),
+        config(Method::Sr, 1),
+        prompts(2),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/proc/tsr-cannot-write-here"), "{e}");
+}
+
+#[test]
+fn write_failure_mid_run_leaves_the_stage_incomplete() {
+    // Make a stage's output folder unwritable by putting a file where the folder should go:
+    // the stage fails with the path, nothing is marked done, and the run resumes once fixed.
+    let t = tempfile::tempdir().unwrap();
+    let mut run = Run::create(t.path(), config(Method::Sr, 1), prompts(2)).unwrap();
+    std::fs::create_dir_all(t.path().join("iter-001")).unwrap();
+    std::fs::write(t.path().join("iter-001/judge-current"), "in the way").unwrap();
+    let e = run
+        .execute(&mut FakeBackend::new(), &mut NoObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("judge-current"), "{e}");
+    assert!(!t.path().join("iter-001/done/judge-current.json").exists());
+    assert!(t.path().join("iter-001/done/gen-current.json").exists());
+    assert_eq!(read_json(&t.path().join("state.json"))["finished"], false);
+    std::fs::remove_file(t.path().join("iter-001/judge-current")).unwrap();
+    let out = Run::open(t.path())
+        .unwrap()
+        .execute(&mut FakeBackend::new(), &mut NoObserver)
+        .unwrap();
+    assert!(out.state.finished);
+}
+
+#[test]
+fn backend_protocol_violations_are_errors() {
+    struct Short(FakeBackend);
+    impl tsr_loop::Backend for Short {
+        fn generate(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            r: &[tsr_judge::GenRequest],
+            p: &tsr_judge::SamplingParams,
+        ) -> Result<Vec<Vec<tsr_judge::Completion>>, tsr_loop::BackendError> {
+            let mut v = self.0.generate(m, r, p)?;
+            v[0].pop();
+            Ok(v)
+        }
+        fn judge(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            i: &[tsr_loop::JudgeItem],
+        ) -> Result<Vec<tsr_loop::Judgement>, tsr_loop::BackendError> {
+            self.0.judge(m, i)
+        }
+        fn train_dpo(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            p: &[tsr_loop::TrainPair],
+            o: &Path,
+            s: u64,
+        ) -> Result<tsr_loop::TrainReport, tsr_loop::BackendError> {
+            self.0.train_dpo(m, p, o, s)
+        }
+        fn representation_similarity(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            p: &[tsr_loop::TrainPair],
+        ) -> Result<Vec<f64>, tsr_loop::BackendError> {
+            self.0.representation_similarity(m, p)
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mut run = Run::create(t.path(), config(Method::Sr, 1), prompts(2)).unwrap();
+    let e = run
+        .execute(&mut Short(FakeBackend::new()), &mut NoObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("gen-current") && e.contains("result lists"),
+        "{e}"
+    );
+    assert!(!t.path().join("iter-001/gen-current/00000.jsonl").exists());
+}

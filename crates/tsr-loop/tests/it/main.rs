@@ -1,0 +1,6 @@
+//! Integration tests of the loop with the deterministic fake backend.
+
+mod common;
+mod crash;
+mod errors;
+mod methods;
