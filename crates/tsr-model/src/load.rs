@@ -157,7 +157,7 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> 
 /// `generation_config.json` (derived from the config and tokenizer when absent).
 pub fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     let tokenizer = ChatTokenizer::from_hf_dir(dir)?;
-    let model = hf_model(dir, opts)?;
+    let model = crate::hf::load_model_dir(dir, opts)?;
     let model_vocab = model.config().vocab_size;
     if tokenizer.vocab_size() > model_vocab {
         return Err(ModelError::VocabMismatch {
@@ -177,44 +177,6 @@ pub fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError>
         generation,
         source: dir.to_path_buf(),
     })
-}
-
-/// Config and safetensors weights of an HF directory (single file or sharded with an index).
-fn hf_model(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
-    let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let index = dir.join("model.safetensors.index.json");
-    let files: Vec<PathBuf> = if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::json(&index, e))?;
-        let map = v
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| ModelError::Safetensors {
-                path: index.clone(),
-                msg: "no weight_map object".into(),
-            })?;
-        let mut names: Vec<&str> = map.values().filter_map(Value::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().map(|n| dir.join(n)).collect()
-    } else {
-        vec![dir.join("model.safetensors")]
-    };
-    let mut tensors = Vec::new();
-    for f in files {
-        if !f.is_file() {
-            return Err(ModelError::MissingFile {
-                path: f,
-                what: "safetensors".into(),
-            });
-        }
-        let t = tch::Tensor::read_safetensors(&f).map_err(|e| ModelError::Safetensors {
-            path: f.clone(),
-            msg: e.to_string(),
-        })?;
-        tensors.extend(t);
-    }
-    Model::from_tensors(config, tensors, opts)
 }
 
 /// Loads only the tokenizer of a model spec (no weights): cheap for tools that just tokenize.
