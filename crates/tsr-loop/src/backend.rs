@@ -4,7 +4,7 @@
 use crate::error::BackendError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tsr_judge::{Completion, GenRequest, SamplingParams};
+use tsr_judge::{Completion, GenRequest, JudgeItem, SamplingParams, Verdict};
 
 /// A model the backend can load: `M_0` (a name or folder from the configuration) or a checkpoint
 /// folder the backend wrote during the run.
@@ -32,36 +32,6 @@ impl ModelRef {
             location: run_dir.join(relative).display().to_string(),
         }
     }
-}
-
-/// One response to judge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JudgeItem {
-    /// The user instruction the response answers.
-    pub instruction: String,
-    pub response: String,
-    /// Seed of this item's judge samples.
-    pub seed: u64,
-}
-
-/// One judge sample (one sampled verdict) of a response.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JudgeSample {
-    pub text: String,
-    /// `None` when the verdict did not parse.
-    pub score: Option<f64>,
-}
-
-/// The judge's verdict on one response.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Judgement {
-    /// Mean of the parsed sample scores; `None` when no sample parsed.
-    pub score: Option<f64>,
-    pub samples: Vec<JudgeSample>,
-    /// Judge prompt tokens (all samples share one prompt: counted once).
-    pub prompt_tokens: usize,
-    /// Tokens the judge generated over all samples.
-    pub generated_tokens: usize,
 }
 
 /// One preference pair to train on.
@@ -107,12 +77,16 @@ pub trait Backend {
         params: &SamplingParams,
     ) -> Result<Vec<Vec<Completion>>, BackendError>;
 
-    /// Judge each item with `judge` as the LLM judge; one [`Judgement`] per item, in order.
+    /// Judge each item with `judge` as the LLM judge (tsr-judge's `LlmJudge` with the run's
+    /// `[judge]` settings); one [`Verdict`] per item, in order. Item `i`'s samples must be
+    /// seeded from `(seed, items[i].id)` only (as `tsr_judge::item_seed` does), so a verdict
+    /// does not depend on the other items of the call.
     fn judge(
         &mut self,
         judge: &ModelRef,
         items: &[JudgeItem],
-    ) -> Result<Vec<Judgement>, BackendError>;
+        seed: u64,
+    ) -> Result<Vec<Verdict>, BackendError>;
 
     /// Train `DPO(init = init, ref = init, pairs)` and save the result as a model folder at
     /// `out_dir` (which the loop creates empty).
@@ -146,8 +120,9 @@ impl<B: Backend + ?Sized> Backend for &mut B {
         &mut self,
         judge: &ModelRef,
         items: &[JudgeItem],
-    ) -> Result<Vec<Judgement>, BackendError> {
-        (**self).judge(judge, items)
+        seed: u64,
+    ) -> Result<Vec<Verdict>, BackendError> {
+        (**self).judge(judge, items, seed)
     }
     fn train_dpo(
         &mut self,

@@ -6,13 +6,13 @@
 //! init model and the training pairs: it does not depend on where the run folder lives.
 //! Faults can be injected to test crash recovery: an error or a panic at the n-th call.
 
-use crate::backend::{
-    Backend, JudgeItem, JudgeSample, Judgement, ModelRef, TrainPair, TrainReport,
-};
+use crate::backend::{Backend, ModelRef, TrainPair, TrainReport};
 use crate::error::BackendError;
 use std::path::Path;
 use std::time::Duration;
-use tsr_judge::{Completion, FinishReason, GenRequest, SamplingParams};
+use tsr_judge::{
+    Completion, FinishReason, GenRequest, JudgeItem, JudgeSample, SamplingParams, Verdict,
+};
 
 /// How the fake fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,48 +148,51 @@ impl Backend for FakeBackend {
         &mut self,
         judge: &ModelRef,
         items: &[JudgeItem],
-    ) -> Result<Vec<Judgement>, BackendError> {
+        seed: u64,
+    ) -> Result<Vec<Verdict>, BackendError> {
         self.tick()?;
         let (fp, _) = Self::fingerprint(judge)?;
         let out = items
             .iter()
             .map(|it| {
+                let item_seed = tsr_judge::item_seed(seed, &it.id);
                 let samples: Vec<JudgeSample> = (0..2u64)
                     .map(|s| {
                         let x = h(&[
                             fp.as_bytes(),
                             it.response.as_bytes(),
-                            &it.seed.to_le_bytes(),
+                            &item_seed.to_le_bytes(),
                             &s.to_le_bytes(),
                         ]);
-                        if x % 100 < self.unparsed_percent {
-                            JudgeSample {
-                                text: "I cannot decide.".into(),
-                                score: None,
-                            }
+                        let text = if x % 100 < self.unparsed_percent {
+                            "I cannot decide.".to_string()
                         } else {
-                            // A depth bonus makes trained models' answers score higher.
+                            // Trained models' answers (depth > 0) score a point higher.
                             let bonus = if it.response.contains("(d0)") {
                                 0.0
                             } else {
                                 1.0
                             };
                             let score = ((x >> 8) % 9) as f64 / 2.0 * 0.8 + bonus;
-                            JudgeSample {
-                                text: format!("Fine.\nScore: {score}"),
-                                score: Some(score),
-                            }
+                            format!("Fine.\nScore: {score}")
+                        };
+                        let parsed = tsr_judge::parse_score(&text);
+                        JudgeSample {
+                            completion_tokens: text.len() / 3,
+                            prompt_tokens: 40 + it.prompt.len() / 4 + it.response.len() / 4,
+                            finish_reason: Some(FinishReason::Eos),
+                            score: parsed.as_ref().ok().copied(),
+                            failure: parsed.err(),
+                            text,
                         }
                     })
                     .collect();
-                let parsed: Vec<f64> = samples.iter().filter_map(|s| s.score).collect();
-                let score =
-                    (!parsed.is_empty()).then(|| parsed.iter().sum::<f64>() / parsed.len() as f64);
-                Judgement {
-                    score,
-                    prompt_tokens: 40 + it.instruction.len() / 4 + it.response.len() / 4,
-                    generated_tokens: samples.iter().map(|s| s.text.len() / 3).sum(),
+                let score = tsr_judge::mean_score(samples.iter().map(|s| &s.score));
+                Verdict {
+                    id: it.id.clone(),
+                    judge_prompt: None,
                     samples,
+                    score,
                 }
             })
             .collect();

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod defaults;
 mod error;
 pub mod fake;
 pub mod fsio;
@@ -17,10 +18,7 @@ pub mod records;
 pub mod run;
 pub mod seed;
 
-pub use backend::{
-    Backend, Event, JudgeItem, JudgeSample, Judgement, ModelRef, NoObserver, Observer, TrainPair,
-    TrainReport,
-};
+pub use backend::{Backend, Event, ModelRef, NoObserver, Observer, TrainPair, TrainReport};
 pub use config::{Config, FuturePrompts, LoopSection, Method, RunSection};
 pub use error::{BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};

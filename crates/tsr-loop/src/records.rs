@@ -1,9 +1,10 @@
 //! The records a run folder holds (JSON / JSON lines).
 
-use crate::backend::{JudgeSample, TrainReport};
+use crate::backend::TrainReport;
 use serde::{Deserialize, Serialize};
 use tsr_curate::{Decision, Pool};
 use tsr_judge::Completion;
+use tsr_judge::JudgeSample;
 
 /// The K completions one model sampled for one prompt (one line of `gen-*/NNNNN.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,11 +24,27 @@ pub struct GenerationRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResponseVerdict {
     pub index: usize,
-    pub seed: u64,
+    /// The judge item id (`iter-NNN/POOL/PROMPT_ID/INDEX`); with the stage seed it seeds the
+    /// judge samples.
+    pub item: String,
+    /// Mean of the parsed samples; `None` when none parsed (the response is then unscored).
     pub score: Option<f64>,
+    /// Every judge sample: raw text, finish reason, parsed score or failure, token counts.
     pub samples: Vec<JudgeSample>,
-    pub prompt_tokens: usize,
-    pub generated_tokens: usize,
+}
+
+impl ResponseVerdict {
+    /// Judge compute: the judge prompt once (its prefill is shared by the samples) plus every
+    /// generated token.
+    pub fn tokens(&self) -> u64 {
+        let prompt = self.samples.first().map_or(0, |s| s.prompt_tokens);
+        (prompt
+            + self
+                .samples
+                .iter()
+                .map(|s| s.completion_tokens)
+                .sum::<usize>()) as u64
+    }
 }
 
 /// The verdicts on all responses of one prompt's pool (one line of `judge-*/NNNNN.jsonl`).
@@ -37,6 +54,8 @@ pub struct VerdictRecord {
     pub pool: Pool,
     /// The judge model's stable name (always the iteration's `M_i`).
     pub judge: String,
+    /// The stage seed the items' seeds derive from.
+    pub seed: u64,
     pub verdicts: Vec<ResponseVerdict>,
 }
 

@@ -27,7 +27,7 @@
 //!     done/STAGE.json   stage markers
 //! ```
 
-use crate::backend::{Backend, Event, JudgeItem, ModelRef, Observer, TrainPair, TrainReport};
+use crate::backend::{Backend, Event, ModelRef, Observer, TrainPair, TrainReport};
 use crate::config::{Config, FuturePrompts, Method, Resolved};
 use crate::error::{io, LoopError, Result};
 use crate::fsio;
@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tsr_curate::{anchored_rejection, future_guided, self_rewarding, Pool};
-use tsr_judge::{GenRequest, Prompt};
+use tsr_judge::{GenRequest, JudgeItem, Prompt};
 
 /// One step of an iteration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -722,6 +722,7 @@ impl Run {
             .iter()
             .map(|p| (p.id.as_str(), p.prompt.as_str()))
             .collect();
+        let judge_seed = derive_seed(self.config.run.seed, &[&iter_name(it), stage.name()]);
         let total = gens.len() as u64;
         obs.event(&Event::StageStarted {
             iteration: it,
@@ -745,21 +746,14 @@ impl Run {
             for g in chunk {
                 let instruction = text.get(g.prompt_id.as_str()).copied().unwrap_or_default();
                 for (j, comp) in g.completions.iter().enumerate() {
-                    let seed = derive_seed(
-                        self.config.run.seed,
-                        &[&iter_name(it), stage.name(), &g.prompt_id, &j.to_string()],
-                    );
-                    items.push(JudgeItem {
-                        instruction: instruction.to_string(),
-                        response: comp.text.clone(),
-                        seed,
-                    });
+                    let id = format!("{}/{}/{}/{j}", iter_name(it), pool.as_str(), g.prompt_id);
+                    items.push(JudgeItem::new(id, instruction, comp.text.clone()));
                 }
             }
             let verdicts = if items.is_empty() {
                 Vec::new()
             } else {
-                b.judge(judge, &items)
+                b.judge(judge, &items, judge_seed)
                     .map_err(|source| LoopError::Backend {
                         iteration: it,
                         stage: stage.name().into(),
@@ -785,11 +779,9 @@ impl Run {
                         let (v, item) = vs.next().expect("counted above");
                         ResponseVerdict {
                             index,
-                            seed: item.seed,
+                            item: item.id,
                             score: v.score.filter(|s| s.is_finite()),
                             samples: v.samples,
-                            prompt_tokens: v.prompt_tokens,
-                            generated_tokens: v.generated_tokens,
                         }
                     })
                     .collect();
@@ -797,6 +789,7 @@ impl Run {
                     prompt_id: g.prompt_id.clone(),
                     pool,
                     judge: judge.name.clone(),
+                    seed: judge_seed,
                     verdicts,
                 });
             }
@@ -818,7 +811,7 @@ impl Run {
                 unscored += usize::from(v.score.is_none());
                 samples += v.samples.len();
                 unparsed += v.samples.iter().filter(|s| s.score.is_none()).count();
-                rec.tokens_judged += (v.prompt_tokens + v.generated_tokens) as u64;
+                rec.tokens_judged += v.tokens();
             }
         }
         tracing::info!(responses, unscored, unparsed, "judged");

@@ -145,9 +145,10 @@ fn backend_protocol_violations_are_errors() {
         fn judge(
             &mut self,
             m: &tsr_loop::ModelRef,
-            i: &[tsr_loop::JudgeItem],
-        ) -> Result<Vec<tsr_loop::Judgement>, tsr_loop::BackendError> {
-            self.0.judge(m, i)
+            i: &[tsr_judge::JudgeItem],
+            s: u64,
+        ) -> Result<Vec<tsr_judge::Verdict>, tsr_loop::BackendError> {
+            self.0.judge(m, i, s)
         }
         fn train_dpo(
             &mut self,

@@ -1,0 +1,309 @@
+//! The libtorch implementation of `tsr_loop::Backend`: tsr-model loads models, tsr-sample
+//! samples, tsr-judge's `LlmJudge` judges (with the current model as the judge), tsr-dpo trains.
+//!
+//! One model is kept loaded at a time (the one used last); training loads a fresh copy of its
+//! init model, because DPO updates the weights in place.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tsr_dpo::data::{Message, PairCompletion, PairPrompt};
+use tsr_dpo::{DpoConfig, PreferencePair, TrainConfig};
+use tsr_judge::{
+    ChatMessage, Completion, GenRequest, Generator, Judge, JudgeConfig, JudgeItem, JudgeSettings,
+    LlmJudge, SamplingParams, Verdict,
+};
+use tsr_loop::{BackendError, ModelRef, TrainPair, TrainReport};
+use tsr_model::{Device, Kind, LoadOptions, Loaded};
+use tsr_sample::{Sampler, SamplerOptions};
+
+/// Settings of the real backend, mapped from the run configuration's `[judge]` and `[dpo]`.
+#[derive(Debug, Clone)]
+pub struct TorchSettings {
+    pub device: Device,
+    pub judge: JudgeSettings,
+    pub dpo: DpoConfig,
+    pub dpo_checked: TrainConfig,
+    pub sampler: SamplerOptions,
+}
+
+impl TorchSettings {
+    /// Validate the opaque `[judge]` and `[dpo]` tables of a run configuration.
+    pub fn from_config(cfg: &tsr_loop::Config, device: Device) -> Result<Self> {
+        let judge: JudgeConfig = toml::Value::Table(cfg.judge.clone())
+            .try_into()
+            .context("invalid [judge] section")?;
+        let judge = judge.validate().context("invalid [judge] section")?;
+        let dpo: DpoConfig = toml::Value::Table(cfg.dpo.clone())
+            .try_into()
+            .context("invalid [dpo] section")?;
+        let dpo_checked = dpo.validate().context("invalid [dpo] section")?;
+        Ok(Self {
+            device,
+            judge,
+            dpo,
+            dpo_checked,
+            sampler: SamplerOptions::default(),
+        })
+    }
+}
+
+/// Progress callback for long backend calls: (what, done, total).
+pub type ProgressFn = Box<dyn FnMut(&str, u64, u64)>;
+
+/// The real backend.
+pub struct TorchBackend {
+    settings: TorchSettings,
+    loaded: Option<(String, Loaded)>,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for TorchBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorchBackend")
+            .field("settings", &self.settings)
+            .field("loaded", &self.loaded.as_ref().map(|l| &l.0))
+            .finish_non_exhaustive()
+    }
+}
+
+fn boxed(e: anyhow::Error) -> BackendError {
+    format!("{e:#}").into()
+}
+
+impl TorchBackend {
+    pub fn new(settings: TorchSettings) -> Self {
+        Self {
+            settings,
+            loaded: None,
+            progress: None,
+        }
+    }
+
+    /// Report progress of sampling and training steps.
+    pub fn on_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+
+    fn opts(&self) -> LoadOptions {
+        LoadOptions {
+            device: self.settings.device,
+            kind: Kind::Float,
+        }
+    }
+
+    fn model(&mut self, m: &ModelRef) -> Result<&Loaded> {
+        if self.loaded.as_ref().map(|(l, _)| l.as_str()) != Some(m.location.as_str()) {
+            self.loaded = None; // free the old one first
+            tracing::info!(model = %m.name, location = %m.location, "loading model");
+            let loaded = tsr_model::load(&m.location, &self.opts())
+                .with_context(|| format!("loading model {} ({})", m.name, m.location))?;
+            self.loaded = Some((m.location.clone(), loaded));
+        }
+        Ok(&self.loaded.as_ref().expect("just loaded").1)
+    }
+
+    fn generate_impl(
+        &mut self,
+        m: &ModelRef,
+        requests: &[GenRequest],
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>> {
+        let options = self.settings.sampler.clone();
+        let mut progress = self.progress.take();
+        let result = {
+            let loaded = self.model(m)?;
+            let mut sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
+                .with_generation_config(&loaded.generation)
+                .with_options(options);
+            if let Some(p) = progress.as_mut() {
+                sampler =
+                    sampler.on_progress(move |s| p("sampling", s.finished as u64, s.total as u64));
+            }
+            sampler
+                .generate(requests, params)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        self.progress = progress;
+        result
+    }
+
+    fn judge_impl(&mut self, m: &ModelRef, items: &[JudgeItem], seed: u64) -> Result<Vec<Verdict>> {
+        let settings = self.settings.judge.clone().with_seed(seed);
+        let options = self.settings.sampler.clone();
+        let loaded = self.model(m)?;
+        let sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
+            .with_generation_config(&loaded.generation)
+            .with_options(options);
+        let mut judge = LlmJudge::new(sampler, settings);
+        let mut verdicts = judge.judge(items).context("judging")?;
+        let stats = judge.stats();
+        tracing::info!(
+            items = stats.items,
+            unscored = stats.unscored_items,
+            unparsed_samples = stats.unparsed_samples,
+            unfinished_samples = stats.unfinished_samples,
+            "judged"
+        );
+        // The rendered judge prompt is the template filled with the item: not worth storing.
+        for v in &mut verdicts {
+            v.judge_prompt = None;
+        }
+        Ok(verdicts)
+    }
+
+    fn train_impl(
+        &mut self,
+        init: &ModelRef,
+        pairs: &[TrainPair],
+        out_dir: &Path,
+        seed: u64,
+    ) -> Result<TrainReport> {
+        // DPO changes the weights in place: train a fresh copy, never the cached model.
+        self.loaded = None;
+        tracing::info!(init = %init.name, pairs = pairs.len(), "training with DPO");
+        let mut loaded = tsr_model::load(&init.location, &self.opts())
+            .with_context(|| format!("loading model {} ({})", init.name, init.location))?;
+        let mut cfg = self.settings.dpo.clone();
+        cfg.seed = seed;
+        let checked = cfg.validate()?;
+        let data: Vec<PreferencePair> = pairs
+            .iter()
+            .map(|p| PreferencePair {
+                prompt: PairPrompt::Chat(vec![Message {
+                    role: "user".into(),
+                    content: p.prompt.clone(),
+                }]),
+                chosen: PairCompletion::Text(p.chosen.clone()),
+                rejected: PairCompletion::Text(p.rejected.clone()),
+            })
+            .collect();
+        let (tokenized, _) =
+            tsr_dpo::tokenize_pairs(&loaded.tokenizer, &data, cfg.max_length, cfg.truncation)?;
+        let pass_tokens: u64 = tokenized
+            .iter()
+            .map(|t| (t.chosen.ids.len() + t.rejected.ids.len()) as u64)
+            .sum();
+        let work = out_dir.join("dpo-work");
+        let mut steps: Vec<tsr_dpo::StepMetrics> = Vec::new();
+        let mut progress = self.progress.take();
+        let report = tsr_dpo::train_dpo(
+            &mut loaded.model,
+            &loaded.tokenizer,
+            &data,
+            &checked,
+            &work,
+            |m, total| {
+                tracing::info!(
+                    step = m.step,
+                    total,
+                    loss = m.loss,
+                    margin = m.rewards_margins,
+                    accuracy = m.rewards_accuracies,
+                    "dpo step"
+                );
+                if let Some(p) = progress.as_mut() {
+                    p("training", m.step, total);
+                }
+                steps.push(m.clone());
+            },
+        );
+        self.progress = progress;
+        let report = report?;
+        loaded.model.save_weights_hf(out_dir)?;
+        loaded.tokenizer.save(out_dir)?;
+        loaded.generation.save(out_dir)?;
+        // The work folder holds the reference cache and timing-laden logs: not part of the model.
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+        let epochs_done = report.summary.last.as_ref().map_or(0.0, |l| l.epoch);
+        let mean = |f: &dyn Fn(&tsr_dpo::StepMetrics) -> f64| {
+            (!steps.is_empty()).then(|| steps.iter().map(f).sum::<f64>() / steps.len() as f64)
+        };
+        let steps_log = steps
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    // Wall-clock numbers would make otherwise identical runs differ.
+                    o.remove("tokens/s");
+                    o.remove("step_seconds");
+                }
+                v
+            })
+            .collect();
+        Ok(TrainReport {
+            pairs: report.summary.pairs,
+            epochs: cfg.epochs as usize,
+            steps: report.summary.steps as usize,
+            tokens: (pass_tokens as f64 * epochs_done).round() as u64,
+            reward_margin: mean(&|m| m.rewards_margins),
+            reward_accuracy: mean(&|m| m.rewards_accuracies),
+            final_loss: report.summary.last.as_ref().map(|l| l.loss),
+            steps_log,
+        })
+    }
+
+    fn similarity_impl(&mut self, m: &ModelRef, pairs: &[TrainPair]) -> Result<Vec<f64>> {
+        let loaded = self.model(m)?;
+        let tok = &loaded.tokenizer;
+        let mut chosen = Vec::with_capacity(pairs.len());
+        let mut rejected = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            let text = tok.apply_chat_template(&[ChatMessage::user(p.prompt.clone())], true)?;
+            let prompt = tok.encode(&text, false)?;
+            let ids = |sampled: &[u32], text: &str| -> Result<Vec<u32>> {
+                if sampled.is_empty() {
+                    Ok(tok.encode(text, false)?)
+                } else {
+                    Ok(sampled.to_vec())
+                }
+            };
+            chosen.push((prompt.clone(), ids(&p.chosen_token_ids, &p.chosen)?));
+            rejected.push((prompt, ids(&p.rejected_token_ids, &p.rejected)?));
+        }
+        let pad = tok.pad_id();
+        let hc = tsr_dpo::mean_completion_hidden(&loaded.model, &chosen, pad, 8)?;
+        let hr = tsr_dpo::mean_completion_hidden(&loaded.model, &rejected, pad, 8)?;
+        Ok(tsr_dpo::row_cosines(&hc, &hr)?)
+    }
+}
+
+impl tsr_loop::Backend for TorchBackend {
+    fn generate(
+        &mut self,
+        model: &ModelRef,
+        requests: &[GenRequest],
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>, BackendError> {
+        self.generate_impl(model, requests, params).map_err(boxed)
+    }
+
+    fn judge(
+        &mut self,
+        judge: &ModelRef,
+        items: &[JudgeItem],
+        seed: u64,
+    ) -> Result<Vec<Verdict>, BackendError> {
+        self.judge_impl(judge, items, seed).map_err(boxed)
+    }
+
+    fn train_dpo(
+        &mut self,
+        init: &ModelRef,
+        pairs: &[TrainPair],
+        out_dir: &Path,
+        seed: u64,
+    ) -> Result<TrainReport, BackendError> {
+        self.train_impl(init, pairs, out_dir, seed).map_err(boxed)
+    }
+
+    fn representation_similarity(
+        &mut self,
+        model: &ModelRef,
+        pairs: &[TrainPair],
+    ) -> Result<Vec<f64>, BackendError> {
+        self.similarity_impl(model, pairs).map_err(boxed)
+    }
+}
