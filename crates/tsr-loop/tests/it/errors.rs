@@ -179,3 +179,12 @@ fn backend_protocol_violations_are_errors() {
     );
     assert!(!t.path().join("iter-001/gen-current/00000.jsonl").exists());
 }
+
+#[test]
+fn documented_example_configs_parse_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+    for name in ["tiny.toml", "tsr-paper.toml"] {
+        let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
