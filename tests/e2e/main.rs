@@ -1,6 +1,8 @@
 //! End-to-end tests of the `tsr` binary (workspace-level, built as a test of tsr-cli).
 
 mod doctor;
+mod generate;
+mod iterate;
 mod logprobs;
 
 use std::process::Command;
