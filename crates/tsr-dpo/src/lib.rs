@@ -17,7 +17,7 @@
 //! let report = train_dpo_jsonl(&mut loaded.model, &loaded.tokenizer, Path::new("pairs.jsonl"), &cfg, Path::new("out"), |m, total| {
 //!     eprintln!("step {}/{total} loss {:.4}", m.step, m.loss);
 //! })?;
-//! loaded.model.save_hf(Path::new("out/model"), &loaded.tokenizer, &loaded.generation)?;
+//! tsr_dpo::save_model(&loaded.model, &loaded.tokenizer, &loaded.generation, Path::new("out/model"))?;
 //! # let _ = report; Ok(()) }
 //! ```
 //! `examples/train_jsonl.rs` is the same as a runnable program; `tsr train-dpo` is the CLI.
@@ -81,7 +81,7 @@ pub use data::{
 pub use error::{DpoError, Result};
 pub use logprobs::{completion_logps_naive, ChunkedLogProbs, ScoredPositions};
 pub use loss::{dpo_loss, DpoLoss, LossParams, LossStats, LossType, PairLogps};
-pub use pipeline::{train_dpo, train_dpo_jsonl, RunFiles, TrainReport};
+pub use pipeline::{save_model, train_dpo, train_dpo_jsonl, RunFiles, TrainReport};
 pub use reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,
     ReferenceLogps,

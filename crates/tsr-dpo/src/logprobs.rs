@@ -11,10 +11,10 @@
 //! 2. walks those rows in chunks of `chunk_tokens`: hidden chunk → logits chunk `[n, V]` →
 //!    `logit[target] - logsumexp(logits)` → added into the per-sequence sums;
 //! 3. runs **without** an autograd graph ([`ChunkedLogProbs::forward`]). The backward pass
-//!    ([`ChunkedLogProbs::backward`]) takes `∂L/∂logp` per sequence, recomputes each chunk with a
-//!    small graph of its own, back-propagates it at once (gradients accumulate into the LM-head
-//!    weight and into a buffer for the hidden states), then sends the collected hidden-state
-//!    gradient through the model's graph in one go.
+//!    ([`ChunkedLogProbs::backward`]) takes `∂L/∂logp` per sequence, recomputes each chunk's
+//!    logits and forms its gradients by hand (`g·(onehot - softmax)`, then one matmul for the
+//!    hidden states and one for the LM-head weight), and finally hands the collected gradients
+//!    to autograd in one `backward` call, which carries them through the model.
 //!
 //! So the peak extra memory is one chunk's logits (`chunk_tokens × V`), whatever `B` and `T` are,
 //! for one extra LM-head matmul over the completion tokens. [`completion_logps_naive`] is the
@@ -218,31 +218,67 @@ impl ChunkedLogProbs {
                 pos.batch
             )));
         }
-        let flat = hidden.f_detach()?.f_reshape([pos.batch * pos.seq, h_dim])?;
-        let grad_kind = acc_kind(hidden.kind());
-        let grad_logps = grad_logps.f_to_kind(grad_kind)?.f_detach()?;
-        let mut grad_flat = Tensor::f_zeros(
-            [pos.batch * pos.seq, h_dim],
-            (hidden.kind(), hidden.device()),
-        )?;
-        for (start, len) in self.chunks(pos) {
-            let idx = pos.positions.f_narrow(0, start, len)?;
-            let h = flat
-                .f_index_select(0, &idx)?
-                .f_detach()?
-                .set_requires_grad(true);
-            let lp = chunk_token_logps(&h, weight, &pos.targets.f_narrow(0, start, len)?)?;
-            let g = grad_logps.f_index_select(0, &pos.rows.f_narrow(0, start, len)?)?;
-            lp.f_mul(&g)?.f_sum(grad_kind)?.f_backward()?;
-            let gh = h.grad();
-            grad_flat = grad_flat.f_index_add(0, &idx, &gh)?;
+        let need_w = weight.requires_grad();
+        let need_h = hidden.requires_grad();
+        if !need_w && !need_h {
+            return Ok(());
         }
-        if hidden.requires_grad() {
-            let grad_hidden = grad_flat.f_reshape(hidden.size())?;
-            hidden
-                .f_mul(&grad_hidden)?
-                .f_sum(hidden.kind())?
-                .f_backward()?;
+        // Gradients are formed by hand per chunk (no autograd graph at all):
+        //   lp_t = z_t[y_t] - logsumexp(z_t),  z_t = W h_t
+        //   G_t  = g_b(t) · (onehot(y_t) - softmax(z_t))          [n, V]
+        //   ∂L/∂h_t = G_t W,   ∂L/∂W = Σ_t G_tᵀ h_t
+        // then handed to autograd once through `Σ hidden·∂L/∂hidden + Σ W·∂L/∂W`.
+        let (grad_h, grad_w) = {
+            let _guard = tch::no_grad_guard();
+            let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
+            let w = weight.f_detach()?;
+            let acc = acc_kind(hidden.kind());
+            let w_acc = w.f_to_kind(acc)?;
+            let grad_logps = grad_logps.f_to_kind(acc)?;
+            let mut grad_flat =
+                Tensor::f_zeros([pos.batch * pos.seq, h_dim], (acc, hidden.device()))?;
+            let mut grad_w = if need_w {
+                Some(Tensor::f_zeros(w.size(), (acc, w.device()))?)
+            } else {
+                None
+            };
+            for (start, len) in self.chunks(pos) {
+                let idx = pos.positions.f_narrow(0, start, len)?;
+                let targets = pos.targets.f_narrow(0, start, len)?.f_unsqueeze(1)?;
+                let h = flat.f_index_select(0, &idx)?;
+                let mut logits = h.f_matmul(&w.f_tr()?)?.f_to_kind(acc)?;
+                let lse = logits.f_logsumexp([1], true)?;
+                let g = grad_logps
+                    .f_index_select(0, &pos.rows.f_narrow(0, start, len)?)?
+                    .f_unsqueeze(1)?;
+                // logits becomes G in place: -g·softmax, then +g at the target.
+                let _ = logits.f_sub_(&lse)?.f_exp_()?.f_mul_(&g.f_neg()?)?;
+                let _ = logits.f_scatter_add_(1, &targets, &g)?;
+                if need_h {
+                    grad_flat = grad_flat.f_index_add(0, &idx, &logits.f_matmul(&w_acc)?)?;
+                }
+                if let Some(gw) = grad_w.as_mut() {
+                    let _ = gw.f_addmm_(&logits.f_tr()?, &h.f_to_kind(acc)?)?;
+                }
+            }
+            (grad_flat, grad_w)
+        };
+        let mut surrogate: Option<Tensor> = None;
+        if need_h {
+            let gh = grad_h.f_to_kind(hidden.kind())?.f_reshape(hidden.size())?;
+            surrogate = Some(hidden.f_mul(&gh)?.f_sum(acc_kind(hidden.kind()))?);
+        }
+        if let Some(gw) = grad_w {
+            let term = weight
+                .f_mul(&gw.f_to_kind(weight.kind())?)?
+                .f_sum(acc_kind(weight.kind()))?;
+            surrogate = Some(match surrogate {
+                Some(s) => s.f_add(&term)?,
+                None => term,
+            });
+        }
+        if let Some(s) = surrogate {
+            s.f_backward()?;
         }
         Ok(())
     }

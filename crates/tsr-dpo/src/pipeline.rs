@@ -111,3 +111,20 @@ pub fn train_dpo_jsonl(
     let pairs = read_pairs(pairs_path)?;
     train_dpo(model, tokenizer, &pairs, cfg, out_dir, progress)
 }
+
+/// Saves a trained model as a Hugging Face directory `dir` (`config.json`, safetensors weights,
+/// tokenizer files, `generation_config.json`) that transformers loads. The directory is written
+/// aside and swapped in when complete, **replacing** `dir` if it exists: do not point it at a
+/// directory holding other files (the CLI uses `OUT/model`).
+pub fn save_model(
+    model: &Model,
+    tokenizer: &ChatTokenizer,
+    generation: &tsr_model::GenerationConfig,
+    dir: &Path,
+) -> Result<()> {
+    tsr_model::hf::save_model_dir(model, dir, &tsr_model::hf::SaveOptions::default(), |tmp| {
+        tokenizer.save(tmp)?;
+        generation.save(tmp)
+    })?;
+    Ok(())
+}

@@ -1,8 +1,130 @@
-//! `tsr train-dpo` (being built in its issue).
+//! `tsr train-dpo`: DPO training on a JSONL file of preference pairs.
+//!
+//! Writes into `--out`: `model/`, the trained model as a Hugging Face directory (`config.json`,
+//! `model.safetensors`, tokenizer files, `generation_config.json`), `metrics.jsonl` (one line per
+//! optimizer step, TRL's metric names), `dpo_config.json` (the resolved configuration),
+//! `ref_cache/` (reference log-probs) and, with `checkpoint_every > 0`, `checkpoint/`; a run
+//! started again with the same arguments resumes from that checkpoint.
+//!
+//! `--config` is a TOML file with the fields of `tsr_dpo::DpoConfig`, either at top level or in
+//! a `[dpo]` table.
+
+#![allow(clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tsr_dpo::DpoConfig;
+use tsr_model::{Kind, LoadOptions};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Built-in model name (smollm2-135m-instruct), Hugging Face directory or .gguf file.
+    #[arg(long)]
+    model: String,
+    /// JSON lines of {prompt, chosen, rejected} (strings or chat messages).
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with DPO settings (see `tsr_dpo::DpoConfig`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Override `max_steps` of the configuration.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Override `seed` of the configuration.
+    #[arg(long)]
+    seed: Option<u64>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tsr train-dpo` is not implemented yet")
+fn read_config(path: Option<&PathBuf>) -> Result<DpoConfig> {
+    let Some(path) = path else {
+        return Ok(DpoConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let section = match value.get("dpo") {
+        Some(t) => t.clone(),
+        None => value,
+    };
+    section
+        .try_into()
+        .with_context(|| format!("{}: invalid dpo configuration", path.display()))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut cfg = read_config(args.config.as_ref())?;
+    if let Some(s) = args.max_steps {
+        cfg.max_steps = Some(s);
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    let checked = cfg.validate()?;
+    let device = tsr_model::parse_device(&args.device)?;
+    let opts = LoadOptions {
+        device,
+        kind: Kind::Float,
+    };
+    let mut loaded = tsr_model::load(&args.model, &opts)
+        .with_context(|| format!("loading model {}", args.model))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("dpo_config.json"),
+        serde_json::to_string_pretty(&cfg)?,
+    )?;
+
+    let pairs = tsr_dpo::read_pairs(&args.pairs)?;
+    eprintln!(
+        "train-dpo: {} pairs from {}, model {}",
+        pairs.len(),
+        args.pairs.display(),
+        args.model
+    );
+    let report = tsr_dpo::train_dpo(
+        &mut loaded.model,
+        &loaded.tokenizer,
+        &pairs,
+        &checked,
+        &args.out,
+        |m, total| {
+            eprintln!(
+            "step {}/{} epoch {:.2} loss {:.4} margin {:+.4} acc {:.2} grad_norm {:.3} lr {:.2e} {:.0} tok/s",
+            m.step, total, m.epoch, m.loss, m.rewards_margins, m.rewards_accuracies, m.grad_norm, m.learning_rate, m.tokens_per_s
+        );
+        },
+    )?;
+    if !report.dropped.is_empty() {
+        eprintln!(
+            "train-dpo: {} pairs dropped (prompt longer than max_length)",
+            report.dropped.len()
+        );
+    }
+    if let Some(s) = report.resumed_from {
+        eprintln!("train-dpo: resumed from step {s}");
+    }
+    let model_dir = args.out.join("model");
+    tsr_dpo::save_model(
+        &loaded.model,
+        &loaded.tokenizer,
+        &loaded.generation,
+        &model_dir,
+    )
+    .with_context(|| format!("saving the model to {}", model_dir.display()))?;
+    eprintln!(
+        "train-dpo: {} steps, mean {:.0} tok/s; metrics.jsonl in {}, model in {}",
+        report.summary.steps,
+        report.summary.mean_tokens_per_s,
+        args.out.display(),
+        model_dir.display()
+    );
+    Ok(())
 }
