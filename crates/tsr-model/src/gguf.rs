@@ -514,21 +514,22 @@ impl GgufFile {
         }
     }
 
-    fn check_llama(&self) -> Result<(), ModelError> {
+    /// `general.architecture`, checked to be one tsr maps (`llama`, `qwen2`).
+    fn supported_arch(&self) -> Result<&str, ModelError> {
         let arch = self.architecture()?;
-        if arch != "llama" {
+        if !SUPPORTED_ARCHS.contains(&arch) {
             return Err(ModelError::UnsupportedArchitecture {
                 arch: arch.to_string(),
                 path: Some(self.path.clone()),
             });
         }
-        Ok(())
+        Ok(arch)
     }
 
-    /// The Hugging Face `config.json` equivalent of the file's metadata (llama architecture).
+    /// The Hugging Face `config.json` equivalent of the file's metadata (`llama` and `qwen2`
+    /// architectures).
     pub fn model_config(&self) -> Result<ModelConfig, ModelError> {
-        self.check_llama()?;
-        let p = "llama";
+        let p = self.supported_arch()?;
         let hidden = self.meta_u64(&format!("{p}.embedding_length"))?;
         let heads = self.meta_u64(&format!("{p}.attention.head_count"))?;
         let kv_heads = match self.get(&format!("{p}.attention.head_count_kv")) {
@@ -580,9 +581,14 @@ impl GgufFile {
             .meta_f64_opt(&format!("{p}.rope.freq_base"))?
             .map(f32_to_f64_short)
             .unwrap_or(10000.0);
+        let class = if p == "qwen2" {
+            "Qwen2ForCausalLM"
+        } else {
+            "LlamaForCausalLM"
+        };
         let mut cfg = json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+            "architectures": [class],
+            "model_type": p,
             "hidden_size": hidden,
             "intermediate_size": self.meta_u64(&format!("{p}.feed_forward_length"))?,
             "num_hidden_layers": self.meta_u64(&format!("{p}.block_count"))?,
@@ -594,7 +600,6 @@ impl GgufFile {
             "vocab_size": vocab,
             "tie_word_embeddings": self.tensor_info("output.weight").is_none(),
             "max_position_embeddings": self.get(&format!("{p}.context_length")).and_then(MetaValue::as_u64).unwrap_or(2048),
-            "attention_bias": false,
             "mlp_bias": false,
             "hidden_act": "silu",
         });
@@ -611,7 +616,13 @@ impl GgufFile {
                 obj.insert(field.into(), json!(id));
             }
         }
-        if let Some(scaling) = self.rope_scaling()? {
+        if p == "llama" {
+            obj.insert(
+                "attention_bias".into(),
+                json!(self.tensor_info("blk.0.attn_q.bias").is_some()),
+            );
+        }
+        if let Some(scaling) = self.rope_scaling(p, head_dim, theta)? {
             obj.insert("rope_scaling".into(), scaling);
         }
         let text = serde_json::to_string(&cfg).map_err(|e| self.err(e.to_string()))?;
@@ -623,20 +634,35 @@ impl GgufFile {
         })
     }
 
-    fn rope_scaling(&self) -> Result<Option<Value>, ModelError> {
-        let kind = self.get_str("llama.rope.scaling.type").unwrap_or("none");
-        if self.tensor_info("rope_freqs.weight").is_some() {
-            return Err(self.err(
-                "llama3 rope scaling stored as rope_freqs.weight is not supported; use the hf checkpoint",
-            ));
+    fn rope_scaling(
+        &self,
+        p: &str,
+        head_dim: u64,
+        theta: f64,
+    ) -> Result<Option<Value>, ModelError> {
+        if let Some(info) = self.tensor_info("rope_freqs.weight") {
+            let factors = self.dequantize(info)?;
+            return llama3_scaling_from_factors(&factors, head_dim as usize, theta)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.err(
+                        "rope_freqs.weight does not match llama3 rope scaling with the usual \
+                         parameters (low 1, high 4, original context 8192)",
+                    )
+                });
         }
+        let kind = self
+            .get_str(&format!("{p}.rope.scaling.type"))
+            .unwrap_or("none");
         match kind {
             "none" => Ok(None),
             "linear" => {
                 let factor = self
-                    .meta_f64_opt("llama.rope.scaling.factor")?
+                    .meta_f64_opt(&format!("{p}.rope.scaling.factor"))?
                     .ok_or_else(|| {
-                        self.err("linear rope scaling without llama.rope.scaling.factor")
+                        self.err(format!(
+                            "linear rope scaling without {p}.rope.scaling.factor"
+                        ))
                     })?;
                 Ok(Some(
                     json!({"rope_type": "linear", "factor": f32_to_f64_short(factor)}),
@@ -649,7 +675,9 @@ impl GgufFile {
     /// All weights under Hugging Face names, dequantized to `f32` CPU tensors, with llama.cpp's
     /// Q/K row permutation undone. Tied models (no `output.weight`) get no `lm_head.weight`.
     pub fn hf_tensors(&self, config: &ModelConfig) -> Result<Vec<(String, Tensor)>, ModelError> {
-        self.check_llama()?;
+        let arch = self.supported_arch()?;
+        // Only llama.cpp's llama converter permutes Q/K rows.
+        let permuted = arch == "llama";
         let mut out = Vec::with_capacity(self.tensors.len());
         for info in &self.tensors {
             let Some(hf) = hf_name(&info.name) else {
@@ -657,15 +685,15 @@ impl GgufFile {
                     continue;
                 }
                 return Err(self.err(format!(
-                    "unexpected tensor {} for architecture llama",
+                    "unexpected tensor {} for architecture {arch}",
                     info.name
                 )));
             };
             let mut values = self.dequantize(info)?;
             let shape = info.shape();
-            let heads = if info.name.ends_with(".attn_q.weight")
-                || info.name.ends_with(".attn_q.bias")
-            {
+            let heads = if !permuted {
+                None
+            } else if info.name.ends_with(".attn_q.weight") || info.name.ends_with(".attn_q.bias") {
                 Some(config.num_attention_heads)
             } else if info.name.ends_with(".attn_k.weight") || info.name.ends_with(".attn_k.bias") {
                 Some(config.num_kv_heads())
@@ -685,6 +713,39 @@ impl GgufFile {
         }
         Ok(out)
     }
+}
+
+/// GGUF architectures tsr maps to Hugging Face models.
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
+
+/// Recovers HF `rope_scaling` of type `llama3` from llama.cpp's `rope_freqs` tensor (one
+/// divisor per rotary frequency). llama.cpp's converter computes, per inverse frequency `f`
+/// with wavelength `w = 2π/f`: 1 when `w < ctx/high`, `factor` when `w > ctx/low`, else
+/// `1 / ((1 - s)/factor + s)` with `s = (ctx/w - low)/(high - low)`. `factor` is the largest
+/// divisor; the other parameters are Meta's published ones, checked against every entry.
+pub fn llama3_scaling_from_factors(factors: &[f32], head_dim: usize, theta: f64) -> Option<Value> {
+    if factors.len() * 2 != head_dim || factors.is_empty() {
+        return None;
+    }
+    let factor = f64::from(factors.iter().copied().fold(f32::MIN, f32::max));
+    let (low, high, ctx) = (1.0f64, 4.0f64, 8192.0f64);
+    let ok = factors.iter().enumerate().all(|(i, &got)| {
+        let f = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+        let w = 2.0 * std::f64::consts::PI / f;
+        let want = if w < ctx / high {
+            1.0
+        } else if w > ctx / low {
+            factor
+        } else {
+            let s = (ctx / w - low) / (high - low);
+            1.0 / ((1.0 - s) / factor + s)
+        };
+        (f64::from(got) - want).abs() <= 1e-4 * want.abs().max(1.0)
+    });
+    ok.then(|| {
+        json!({"rope_type": "llama3", "factor": f32_to_f64_short(factor), "low_freq_factor": low,
+               "high_freq_factor": high, "original_max_position_embeddings": ctx as u64})
+    })
 }
 
 /// The shortest decimal that rounds to the same f32 (GGUF stores f32; HF configs hold decimals).

@@ -182,10 +182,13 @@ fn unsupported_architecture_is_an_error() {
     assert!(e.to_string().contains("llamb"));
 }
 
-#[test]
-fn tiny_llama_matches_transformers_gguf_loader() {
-    let expected = json("tiny_llama.json");
-    let file = GgufFile::open(&fixture("tiny_llama.gguf")).unwrap();
+/// Config, q/k weights (llama: permutation undone) and logits of a tiny GGUF against
+/// transformers' own GGUF loader.
+fn check_tiny(arch: &str) {
+    let expected = json(&format!("tiny_{arch}.json"));
+    let gguf = fixture(&format!("tiny_{arch}.gguf"));
+    let file = GgufFile::open(&gguf).unwrap();
+    assert_eq!(file.model_config().unwrap().model_type, arch);
     let config = file.model_config().unwrap();
     let want = &expected["config"];
     assert_eq!(
@@ -217,7 +220,10 @@ fn tiny_llama_matches_transformers_gguf_loader() {
         config.rms_norm_eps as f32,
         want["rms_norm_eps"].as_f64().unwrap() as f32
     );
-    assert!(!config.tie_word_embeddings);
+    assert_eq!(
+        config.tie_word_embeddings,
+        want["tie_word_embeddings"].as_bool().unwrap()
+    );
 
     // Q/K rows come back in HF order (llama.cpp's permutation undone), exactly.
     let tensors = file.hf_tensors(&config).unwrap();
@@ -236,11 +242,7 @@ fn tiny_llama_matches_transformers_gguf_loader() {
     );
 
     // The whole load path: logits within 1e-4 of transformers.
-    let loaded = load(
-        fixture("tiny_llama.gguf").to_str().unwrap(),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let loaded = load(gguf.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let ids: Vec<i64> = expected["ids"]
         .as_array()
         .unwrap()
@@ -269,4 +271,39 @@ fn tiny_llama_matches_transformers_gguf_loader() {
         )
         .unwrap();
     assert_eq!(chat, "<s>user: AB</s>");
+}
+
+#[test]
+fn tiny_llama_matches_transformers_gguf_loader() {
+    check_tiny("llama");
+}
+
+#[test]
+fn tiny_qwen2_matches_transformers_gguf_loader() {
+    check_tiny("qwen2");
+}
+
+#[test]
+fn llama3_rope_scaling_is_recovered_from_rope_freqs() {
+    for case in json("rope_freqs.json").as_array().unwrap() {
+        let factors = floats(&case["factors"]);
+        let head_dim = case["head_dim"].as_u64().unwrap() as usize;
+        let theta = case["theta"].as_f64().unwrap();
+        let got = tsr_model::gguf::llama3_scaling_from_factors(&factors, head_dim, theta)
+            .expect("llama3 parameters recovered");
+        let want = &case["rope_scaling"];
+        for key in [
+            "factor",
+            "low_freq_factor",
+            "high_freq_factor",
+            "original_max_position_embeddings",
+        ] {
+            assert_eq!(got[key].as_f64(), want[key].as_f64(), "{key}");
+        }
+        assert_eq!(got["rope_type"], "llama3");
+        // Divisors that follow no llama3 curve are rejected, not guessed.
+        let mut bent = factors.clone();
+        bent[head_dim / 4] *= 1.5;
+        assert!(tsr_model::gguf::llama3_scaling_from_factors(&bent, head_dim, theta).is_none());
+    }
 }
