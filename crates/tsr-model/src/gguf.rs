@@ -15,11 +15,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
 use crate::dequant::{self, DequantError, GgmlType};
 use crate::error::ModelError;
+use crate::model::LoadOptions;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -675,6 +676,16 @@ impl GgufFile {
     /// All weights under Hugging Face names, dequantized to `f32` CPU tensors, with llama.cpp's
     /// Q/K row permutation undone. Tied models (no `output.weight`) get no `lm_head.weight`.
     pub fn hf_tensors(&self, config: &ModelConfig) -> Result<Vec<(String, Tensor)>, ModelError> {
+        self.hf_tensors_as(config, None)
+    }
+
+    /// As [`GgufFile::hf_tensors`], converting each tensor to `opts`' dtype and device as soon as
+    /// it is dequantized (peak memory stays near one f32 tensor plus the converted model).
+    pub fn hf_tensors_as(
+        &self,
+        config: &ModelConfig,
+        opts: Option<&LoadOptions>,
+    ) -> Result<Vec<(String, Tensor)>, ModelError> {
         let arch = self.supported_arch()?;
         // Only llama.cpp's llama converter permutes Q/K rows.
         let permuted = arch == "llama";
@@ -708,7 +719,13 @@ impl GgufFile {
                     ))
                 })?;
             }
-            let t = Tensor::from_slice(&values).f_reshape(&shape)?;
+            let mut t = Tensor::from_slice(&values).f_reshape(&shape)?;
+            drop(values);
+            if let Some(o) = opts {
+                if o.kind != Kind::Float || o.device != Device::Cpu {
+                    t = t.f_to_device(o.device)?.f_to_kind(o.kind)?;
+                }
+            }
             out.push((hf, t));
         }
         Ok(out)

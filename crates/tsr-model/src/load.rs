@@ -141,7 +141,7 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> 
             model: config.vocab_size,
         });
     }
-    let tensors = file.hf_tensors(&config)?;
+    let tensors = file.hf_tensors_as(&config, Some(opts))?;
     drop(file);
     let generation = GenerationConfig::from_model(&config, &tokenizer);
     let model = Model::from_tensors(config, tensors, opts)?;

@@ -307,3 +307,30 @@ fn llama3_rope_scaling_is_recovered_from_rope_freqs() {
         assert!(tsr_model::gguf::llama3_scaling_from_factors(&bent, head_dim, theta).is_none());
     }
 }
+
+#[test]
+fn gguf_loads_in_bf16() {
+    let path = fixture("tiny_llama.gguf");
+    let opts = LoadOptions {
+        device: tch::Device::Cpu,
+        kind: Kind::BFloat16,
+    };
+    let half = load(path.to_str().unwrap(), &opts).unwrap();
+    assert_eq!(half.model.kind(), Kind::BFloat16);
+    let full = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let ids = Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]);
+    let mask = Tensor::ones([1, 4], (Kind::Int64, tch::Device::Cpu));
+    let a = values(&half.model.logits(&ids, &mask, false).unwrap());
+    let b = values(&full.model.logits(&ids, &mask, false).unwrap());
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max);
+    // bf16 keeps ~3 significant digits; a wrong load would be off by the logits' own scale.
+    assert!(
+        max < 0.05 * scale,
+        "bf16 vs f32 logits differ by {max} (scale {scale})"
+    );
+}
