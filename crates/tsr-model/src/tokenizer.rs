@@ -141,11 +141,13 @@ impl ChatTokenizer {
         let model = file
             .get_str("tokenizer.ggml.model")
             .ok_or_else(|| err("missing tokenizer.ggml.model".into()))?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(err(format!(
-                "tokenizer model {model:?} is not supported (only gpt2 byte-level bpe)"
+                "tokenizer model {model:?} is not supported (gpt2 byte-level bpe and llama \
+                 sentencepiece bpe are)"
             )));
         }
+        let spm = model == "llama";
         let strings = |key: &str| -> Result<Vec<String>, ModelError> {
             let arr = file
                 .get(key)
@@ -160,7 +162,6 @@ impl ChatTokenizer {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<i64> = match file
             .get("tokenizer.ggml.token_type")
             .and_then(MetaValue::as_array)
@@ -189,67 +190,18 @@ impl ChatTokenizer {
         let add_bos = file
             .get("tokenizer.ggml.add_bos_token")
             .and_then(MetaValue::as_bool)
-            .unwrap_or(false);
+            .unwrap_or(spm);
         let add_eos = file
             .get("tokenizer.ggml.add_eos_token")
             .and_then(MetaValue::as_bool)
             .unwrap_or(false);
         let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
 
-        let alphabet = byte_alphabet();
-        let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
-        let mut vocab = serde_json::Map::with_capacity(tokens.len());
-        let mut added = Vec::new();
-        for (id, t) in tokens.iter().enumerate() {
-            // As transformers: a token outside the byte alphabet is spelled byte by byte.
-            let spelled = if in_alphabet(t) {
-                t.clone()
-            } else {
-                spell_bytes(t.as_bytes())
-            };
-            vocab.insert(spelled, json!(id));
-            let ty = types.get(id).copied().unwrap_or(1);
-            // 3 = control (special), 4 = user-defined (added, not special).
-            if (ty == 3 && in_alphabet(t)) || ty == 4 {
-                added.push(json!({
-                    "id": id, "content": t, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": ty == 3,
-                }));
-            }
-        }
-        let merges: Vec<Value> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| json!([a, b]))
-                    .ok_or_else(|| {
-                        err(format!(
-                            "merge {m:?} is not two tokens separated by a space"
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-        let split = |re: &str| {
-            json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
-                byte_level(false),
-            ]})
-        };
-        let pre_tokenizer = match pre {
-            "smollm" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true},
-                byte_level(true),
-            ]}),
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" => {
-                split(LLAMA3_SPLIT)
-            }
-            "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
-            "default" | "gpt2" | "gpt-2" => byte_level(true),
-            other => {
-                tracing::warn!(pre = other, path = %path.display(), "unknown gguf pre-tokenizer; using the gpt2 split");
-                byte_level(true)
-            }
+        let (vocab, added, merges, pre_tokenizer, decoder) = if spm {
+            spm_parts(file, &tokens, &types, unk)?
+        } else {
+            let merges = strings("tokenizer.ggml.merges")?;
+            gpt2_parts(path, &tokens, &types, &merges, pre)?
         };
         let post_processor = match bos.filter(|_| add_bos) {
             Some(b) => {
@@ -273,10 +225,10 @@ impl ChatTokenizer {
             "normalizer": null,
             "pre_tokenizer": pre_tokenizer,
             "post_processor": post_processor,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "decoder": decoder,
             "model": {
                 "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                "end_of_word_suffix": null, "fuse_unk": spm, "byte_fallback": spm,
                 "ignore_merges": false, "vocab": vocab, "merges": merges,
             },
         });
@@ -497,6 +449,172 @@ impl ChatTokenizer {
         )?;
         Ok(())
     }
+}
+
+/// Vocabulary, added tokens, merges, pre-tokenizer and decoder of the tokenizer that builds.
+type SpecParts = (
+    serde_json::Map<String, Value>,
+    Vec<Value>,
+    Vec<Value>,
+    Value,
+    Value,
+);
+
+/// Byte-level BPE (`tokenizer.ggml.model = gpt2`), as transformers' GGUF converter builds it,
+/// with the split of the named pre-tokenizer.
+fn gpt2_parts(
+    path: &Path,
+    tokens: &[String],
+    types: &[i64],
+    merges: &[String],
+    pre: &str,
+) -> Result<SpecParts, ModelError> {
+    let err = |msg: String| tok_err(Some(path), msg);
+    let alphabet = byte_alphabet();
+    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+    let mut vocab = serde_json::Map::with_capacity(tokens.len());
+    let mut added = Vec::new();
+    for (id, t) in tokens.iter().enumerate() {
+        // As transformers: a token outside the byte alphabet is spelled byte by byte.
+        let spelled = if in_alphabet(t) {
+            t.clone()
+        } else {
+            spell_bytes(t.as_bytes())
+        };
+        vocab.insert(spelled, json!(id));
+        let ty = types.get(id).copied().unwrap_or(1);
+        // 3 = control (special), 4 = user-defined (added, not special).
+        if (ty == 3 && in_alphabet(t)) || ty == 4 {
+            added.push(json!({
+                "id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty == 3,
+            }));
+        }
+    }
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| json!([a, b]))
+                .ok_or_else(|| {
+                    err(format!(
+                        "merge {m:?} is not two tokens separated by a space"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |re: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
+            byte_level(false),
+        ]})
+    };
+    let pre_tokenizer = match pre {
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            byte_level(true),
+        ]}),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" => {
+            split(LLAMA3_SPLIT)
+        }
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
+        "default" | "gpt2" | "gpt-2" => byte_level(true),
+        other => {
+            tracing::warn!(pre = other, path = %path.display(), "unknown gguf pre-tokenizer; using the gpt2 split");
+            byte_level(true)
+        }
+    };
+    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    Ok((vocab, added, merges, pre_tokenizer, decoder))
+}
+
+/// SentencePiece BPE (`tokenizer.ggml.model = llama`: Llama 2, Mistral), as transformers' GGUF
+/// converter builds it: the vocabulary as spelled, merges recovered from the token scores,
+/// Metaspace pre-tokenizer, byte fallback.
+fn spm_parts(
+    file: &GgufFile,
+    tokens: &[String],
+    types: &[i64],
+    unk: Option<u32>,
+) -> Result<SpecParts, ModelError> {
+    let path = file.path();
+    let scores: Vec<f64> = file
+        .get("tokenizer.ggml.scores")
+        .and_then(MetaValue::as_array)
+        .ok_or_else(|| tok_err(Some(path), "missing tokenizer.ggml.scores"))?
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0))
+        .collect();
+    if scores.len() != tokens.len() {
+        return Err(tok_err(
+            Some(path),
+            format!("{} scores for {} tokens", scores.len(), tokens.len()),
+        ));
+    }
+    let mut vocab = serde_json::Map::with_capacity(tokens.len());
+    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+    let mut added = Vec::new();
+    for (id, t) in tokens.iter().enumerate() {
+        ids.entry(t.as_str()).or_insert(id);
+        vocab.insert(t.clone(), json!(id));
+        let ty = types.get(id).copied().unwrap_or(1);
+        // control tokens and the unknown token are special; user-defined ones plain added.
+        if ty == 3 || ty == 4 || Some(id as u32) == unk {
+            added.push(json!({
+                "id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty != 4,
+            }));
+        }
+    }
+    let merges = spm_merges(tokens, &scores, &ids)
+        .into_iter()
+        .map(|(l, r)| json!([l, r]))
+        .collect();
+    let pre_tokenizer = json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false});
+    let decoder = json!({"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+        {"type": "ByteFallback"},
+        {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+    ]});
+    Ok((vocab, added, merges, pre_tokenizer, decoder))
+}
+
+/// Merges implied by a scored vocabulary (transformers' `generate_merges`): every split of a
+/// token into two vocabulary tokens, ordered by the token's score (best first), then by longer
+/// left and right parts, ties kept in vocabulary order.
+fn spm_merges<'a>(
+    tokens: &'a [String],
+    scores: &[f64],
+    ids: &HashMap<&str, usize>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut merges: Vec<(&str, &str, f64, usize, usize)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if !seen.insert(t.as_str()) {
+            continue;
+        }
+        let mut local = Vec::new();
+        for (at, _) in t.char_indices().skip(1) {
+            let (l, r) = t.split_at(at);
+            if let (Some(&il), Some(&ir)) = (ids.get(l), ids.get(r)) {
+                local.push((l, r, il, ir));
+            }
+        }
+        local.sort_by_key(|&(_, _, il, ir)| (il, ir));
+        for (l, r, _, _) in local {
+            merges.push((l, r, scores[i], l.chars().count(), r.chars().count()));
+        }
+    }
+    // Stable sort, descending on (score, len(left), len(right)), like Python's sorted(reverse=True).
+    merges.sort_by(|a, b| {
+        b.2.partial_cmp(&a.2)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.3.cmp(&a.3))
+            .then(b.4.cmp(&a.4))
+    });
+    merges.into_iter().map(|(l, r, ..)| (l, r)).collect()
 }
 
 struct Parts {
