@@ -1,8 +1,208 @@
-//! `tsr judge` (being built in its issue).
+//! `tsr judge`: score (prompt, response) pairs with the LLM-as-a-judge prompt, or with the
+//! known-answer verifier.
+//!
+//! Input: JSON lines with string fields `prompt` and `response`, optional `id` and `reference`,
+//! any other fields passed through unchanged (see `tsr_judge::jsonl`). The whole file is
+//! validated before a model is loaded; a malformed line is an error naming its line.
+//! Output: each input line plus `score` (mean of the parsed judge samples, `null` when none
+//! parsed), `judge_samples`, `judge_scores`, `judge_failures`, `judge_finish_reasons`.
+//! Defaults (3 samples, T 0.7, top_p 0.9, 256 new tokens) are `tsr_judge::JudgeConfig`'s.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tsr_judge::jsonl::{annotate, read_judge_input, write_jsonl, JsonlRecord};
+use tsr_judge::{Judge, JudgeConfig, JudgeItem, JudgeStats, LlmJudge, Verdict, VerifierJudge};
+use tsr_model::{load, parse_device, LoadOptions};
+use tsr_sample::{Sampler, SamplerOptions};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Judge model: built-in name, Hugging Face directory, or .gguf file.
+    #[arg(long, required_unless_present = "verifier")]
+    model: Option<String>,
+    /// Input JSON lines: `prompt`, `response` [, `id`, `reference`, other fields].
+    #[arg(long, value_name = "FILE.jsonl")]
+    input: PathBuf,
+    /// Output JSON lines (written atomically); stdout when absent.
+    #[arg(long, value_name = "FILE.jsonl")]
+    out: Option<PathBuf>,
+    /// Also write the full verdict records (rendered judge prompt, every sample) here.
+    #[arg(long, value_name = "FILE.jsonl")]
+    verdicts: Option<PathBuf>,
+    /// Judge samples per response [default: 3].
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Judge sampling temperature [default: 0.7].
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Judge nucleus mass [default: 0.9].
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Generation limit per verdict [default: 256].
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Base seed; each item's seed derives from it and the item id [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Judge prompt file with `{instruction}` and `{response}` [default: the paper's prompt].
+    #[arg(long, value_name = "FILE")]
+    template: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Most sequences the sampler decodes together.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Items judged per block (output is written after each block).
+    #[arg(long, default_value_t = 256)]
+    block: usize,
+    /// Score by comparing final numbers with each line's `reference` (GSM8K `#### N`): 1 when
+    /// equal, 0 otherwise. Needs no model.
+    #[arg(long, conflicts_with_all = ["model", "template", "samples", "temperature", "top_p", "max_new_tokens"])]
+    verifier: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tsr judge` is not implemented yet")
+impl Args {
+    /// The judge configuration: `JudgeConfig`'s defaults, overridden by the flags given.
+    fn judge_config(&self) -> JudgeConfig {
+        let d = JudgeConfig::default();
+        JudgeConfig {
+            template_path: self.template.clone(),
+            samples: self.samples.unwrap_or(d.samples),
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
+            seed: self.seed.unwrap_or(d.seed),
+            batch_size: 0,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(args.block > 0, "--block must be at least 1");
+    let (records, items) = read_judge_input(&args.input)?;
+    tracing::info!(input = %args.input.display(), items = items.len(), "read judge input");
+
+    if args.verifier {
+        return judge_all(&args, &mut VerifierJudge::default(), records, &items);
+    }
+    // Check the settings (and read the template) before the slow model load.
+    let settings = args.judge_config().validate()?;
+    let spec = args
+        .model
+        .as_deref()
+        .context("--model is required without --verifier")?;
+    let device = parse_device(&args.device)?;
+    let loaded = load(
+        spec,
+        &LoadOptions {
+            device,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading model {spec}"))?;
+    tracing::info!(model = %loaded.source.display(), samples = settings.samples(), "judging");
+    let options = SamplerOptions {
+        max_batch_rows: args.max_batch,
+        ..Default::default()
+    };
+    let sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
+        .with_generation_config(&loaded.generation)
+        .with_options(options);
+    let mut judge = LlmJudge::new(sampler, settings);
+    judge_all(&args, &mut judge, records, &items)
+}
+
+/// Judges the items block by block, writing each block's lines as it finishes.
+fn judge_all(
+    args: &Args,
+    judge: &mut dyn Judge,
+    mut records: Vec<JsonlRecord>,
+    items: &[JudgeItem],
+) -> Result<()> {
+    let mut out = Sink::open(args.out.as_deref())?;
+    let mut verdicts_out = match &args.verdicts {
+        Some(p) => Some(Sink::open(Some(p))?),
+        None => None,
+    };
+    let mut stats = JudgeStats::default();
+    for (recs, block) in records.chunks_mut(args.block).zip(items.chunks(args.block)) {
+        let verdicts: Vec<Verdict> = judge.judge(block)?;
+        stats.add(&JudgeStats::of(&verdicts));
+        for (r, v) in recs.iter_mut().zip(&verdicts) {
+            annotate(&mut r.fields, v);
+        }
+        write_jsonl(&mut out.writer, recs.iter().map(|r| &r.fields))
+            .with_context(|| format!("writing {}", out.name()))?;
+        if let Some(sink) = verdicts_out.as_mut() {
+            for v in &verdicts {
+                serde_json::to_writer(&mut sink.writer, v)?;
+                sink.writer
+                    .write_all(b"\n")
+                    .with_context(|| format!("writing {}", sink.name()))?;
+            }
+        }
+        tracing::info!(done = stats.items, total = items.len(), "items judged");
+    }
+    out.finish()?;
+    if let Some(sink) = verdicts_out {
+        sink.finish()?;
+    }
+    tracing::info!(
+        items = stats.items,
+        unscored_items = stats.unscored_items,
+        samples = stats.samples,
+        unparsed_samples = stats.unparsed_samples,
+        unfinished_samples = stats.unfinished_samples,
+        completion_tokens = stats.completion_tokens,
+        "judging done"
+    );
+    Ok(())
+}
+
+/// stdout, or a temporary file renamed over the destination when finished.
+struct Sink {
+    writer: BufWriter<Box<dyn Write>>,
+    file: Option<(PathBuf, PathBuf)>,
+}
+
+impl Sink {
+    fn open(dest: Option<&Path>) -> Result<Sink> {
+        let Some(dest) = dest else {
+            return Ok(Sink {
+                writer: BufWriter::new(Box::new(std::io::stdout())),
+                file: None,
+            });
+        };
+        let name = dest
+            .file_name()
+            .with_context(|| format!("{} has no file name", dest.display()))?;
+        let tmp = dest.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Sink {
+            writer: BufWriter::new(Box::new(f)),
+            file: Some((tmp, dest.to_path_buf())),
+        })
+    }
+
+    fn name(&self) -> String {
+        self.file
+            .as_ref()
+            .map_or_else(|| "stdout".to_string(), |(_, d)| d.display().to_string())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .with_context(|| format!("writing {}", self.name()))?;
+        if let Some((tmp, dest)) = self.file {
+            drop(self.writer);
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+        }
+        Ok(())
+    }
 }
