@@ -38,9 +38,20 @@ fn iterate_runs_and_resumes_with_the_fake_backend() {
     assert_eq!(summary["iterations"].as_array().unwrap().len(), 2);
     // Resuming a finished run redoes nothing and succeeds.
     let before = std::fs::read(run.join("iter-002/pairs-2.jsonl")).unwrap();
-    let out = tsr().args(["iterate", "--fake-backend", "--resume"]).arg(&run).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(before, std::fs::read(run.join("iter-002/pairs-2.jsonl")).unwrap());
+    let out = tsr()
+        .args(["iterate", "--fake-backend", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        before,
+        std::fs::read(run.join("iter-002/pairs-2.jsonl")).unwrap()
+    );
     // A second start into the same folder is refused.
     let out = tsr()
         .args(["iterate", "--fake-backend", "--config"])
@@ -65,7 +76,13 @@ fn iterate_reports_bad_configuration_and_creates_nothing() {
         let t = tempfile::tempdir().unwrap();
         let cfg = write_run(t.path(), extra);
         let run = t.path().join("run");
-        let out = tsr().args(["iterate", "--config"]).arg(&cfg).arg("--run-dir").arg(&run).output().unwrap();
+        let out = tsr()
+            .args(["iterate", "--config"])
+            .arg(&cfg)
+            .arg("--run-dir")
+            .arg(&run)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{extra}");
         assert!(err.contains(needle), "{extra}: {err}");

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use tsr_dpo::data::{Message, PairCompletion, PairPrompt};
-use tsr_dpo::{DpoConfig, PreferencePair, TrainConfig};
+use tsr_dpo::{DpoConfig, PreferencePair};
 use tsr_judge::{
     ChatMessage, Completion, GenRequest, Generator, Judge, JudgeConfig, JudgeItem, JudgeSettings,
     LlmJudge, SamplingParams, Verdict,
@@ -24,7 +24,6 @@ pub struct TorchSettings {
     pub device: Device,
     pub judge: JudgeSettings,
     pub dpo: DpoConfig,
-    pub dpo_checked: TrainConfig,
     pub sampler: SamplerOptions,
 }
 
@@ -38,25 +37,21 @@ impl TorchSettings {
         let dpo: DpoConfig = toml::Value::Table(cfg.dpo.clone())
             .try_into()
             .context("invalid [dpo] section")?;
-        let dpo_checked = dpo.validate().context("invalid [dpo] section")?;
+        dpo.validate().context("invalid [dpo] section")?;
         Ok(Self {
             device,
             judge,
             dpo,
-            dpo_checked,
+
             sampler: SamplerOptions::default(),
         })
     }
 }
 
-/// Progress callback for long backend calls: (what, done, total).
-pub type ProgressFn = Box<dyn FnMut(&str, u64, u64)>;
-
 /// The real backend.
 pub struct TorchBackend {
     settings: TorchSettings,
     loaded: Option<(String, Loaded)>,
-    progress: Option<ProgressFn>,
 }
 
 impl std::fmt::Debug for TorchBackend {
@@ -77,14 +72,7 @@ impl TorchBackend {
         Self {
             settings,
             loaded: None,
-            progress: None,
         }
-    }
-
-    /// Report progress of sampling and training steps.
-    pub fn on_progress(mut self, f: ProgressFn) -> Self {
-        self.progress = Some(f);
-        self
     }
 
     fn opts(&self) -> LoadOptions {
@@ -112,22 +100,13 @@ impl TorchBackend {
         params: &SamplingParams,
     ) -> Result<Vec<Vec<Completion>>> {
         let options = self.settings.sampler.clone();
-        let mut progress = self.progress.take();
-        let result = {
-            let loaded = self.model(m)?;
-            let mut sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
-                .with_generation_config(&loaded.generation)
-                .with_options(options);
-            if let Some(p) = progress.as_mut() {
-                sampler =
-                    sampler.on_progress(move |s| p("sampling", s.finished as u64, s.total as u64));
-            }
-            sampler
-                .generate(requests, params)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        };
-        self.progress = progress;
-        result
+        let loaded = self.model(m)?;
+        let mut sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
+            .with_generation_config(&loaded.generation)
+            .with_options(options);
+        sampler
+            .generate(requests, params)
+            .map_err(|e| anyhow::anyhow!("sampling: {e}"))
     }
 
     fn judge_impl(&mut self, m: &ModelRef, items: &[JudgeItem], seed: u64) -> Result<Vec<Verdict>> {
@@ -188,7 +167,6 @@ impl TorchBackend {
             .sum();
         let work = out_dir.join("dpo-work");
         let mut steps: Vec<tsr_dpo::StepMetrics> = Vec::new();
-        let mut progress = self.progress.take();
         let report = tsr_dpo::train_dpo(
             &mut loaded.model,
             &loaded.tokenizer,
@@ -204,13 +182,9 @@ impl TorchBackend {
                     accuracy = m.rewards_accuracies,
                     "dpo step"
                 );
-                if let Some(p) = progress.as_mut() {
-                    p("training", m.step, total);
-                }
                 steps.push(m.clone());
             },
         );
-        self.progress = progress;
         let report = report?;
         loaded.model.save_weights_hf(out_dir)?;
         loaded.tokenizer.save(out_dir)?;
@@ -305,5 +279,48 @@ impl tsr_loop::Backend for TorchBackend {
         pairs: &[TrainPair],
     ) -> Result<Vec<f64>, BackendError> {
         self.similarity_impl(model, pairs).map_err(boxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_map_onto_judge_and_dpo_settings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+        let mut configs = vec![tsr_loop::defaults::config().unwrap()];
+        for name in ["tiny.toml", "tsr-paper.toml"] {
+            configs.push(tsr_loop::Config::load(&dir.join(name)).unwrap());
+        }
+        for c in configs {
+            let s = TorchSettings::from_config(&c, Device::Cpu).unwrap();
+            assert!(s.judge.samples() >= 1);
+            assert!(s.dpo.beta > 0.0);
+        }
+        let paper = tsr_loop::Config::load(&dir.join("tsr-paper.toml")).unwrap();
+        let s = TorchSettings::from_config(&paper, Device::Cpu).unwrap();
+        assert_eq!(s.judge.samples(), 3);
+        assert_eq!(paper.loop_.k, 7);
+        assert_eq!(s.dpo.batch_size * s.dpo.gradient_accumulation_steps, 16);
+    }
+
+    #[test]
+    fn bad_backend_sections_are_errors() {
+        for (section, text) in [
+            ("dpo", "beta = -1.0"),
+            ("judge", "samples = 0"),
+            ("judge", "unknown = 1"),
+        ] {
+            let mut c = tsr_loop::Config::default();
+            let table: toml::Table = toml::from_str(text).unwrap();
+            if section == "dpo" {
+                c.dpo = table;
+            } else {
+                c.judge = table;
+            }
+            let e = TorchSettings::from_config(&c, Device::Cpu).unwrap_err();
+            assert!(format!("{e:#}").contains(section), "{text}: {e:#}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! `tsr iterate --config run.toml [--iterations N] [--run-dir DIR]` starts a run;
 //! `tsr iterate --resume DIR [--iterations N]` continues one after a crash (or extends it);
 //! `tsr iterate --default [--run-dir DIR]` runs the embedded default (one TSR iteration of
-//! SmolLM2-135M-Instruct on 16 built-in instructions; `cargo xtask run-iteration`).
+//! SmolLM2-135M-Instruct on 16 built-in instructions; `cargo xtask run-iteration`); when DIR
+//! already holds a run, it is continued instead.
 
 #![allow(clippy::print_stderr)]
 
@@ -84,6 +85,17 @@ fn open_or_create(args: &Args) -> Result<Run> {
             run.set_iterations(n)?;
         }
         return Ok(run);
+    }
+    if let (true, Some(dir)) = (args.default, &args.run_dir) {
+        // `cargo xtask run-iteration` twice, or after an interruption: continue the default run.
+        if dir.join("run.json").exists() {
+            eprintln!("tsr iterate: {} holds a run; continuing it", dir.display());
+            let mut run = Run::open(dir)?;
+            if let Some(n) = args.iterations {
+                run.set_iterations(n)?;
+            }
+            return Ok(run);
+        }
     }
     let (mut cfg, prompts) = if args.default {
         (
