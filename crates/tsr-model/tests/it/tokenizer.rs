@@ -137,3 +137,44 @@ fn sentencepiece_gguf_tokenizer_matches_transformers() {
     tok.save(out.path()).unwrap();
     check_against_transformers(&ChatTokenizer::from_hf_dir(out.path()).unwrap(), &want);
 }
+
+/// A copy of the decoder's tiny llama parity checkpoint (vocab 256) with the tokenizer of `gguf`.
+fn hf_dir_with_tokenizer_of(gguf: &str) -> tempfile::TempDir {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "generation_config.json"] {
+        std::fs::copy(fixtures.join("parity/llama").join(f), dir.path().join(f)).unwrap();
+    }
+    let tok = ChatTokenizer::from_gguf(&GgufFile::open(&fixtures.join(gguf)).unwrap()).unwrap();
+    tok.save(dir.path()).unwrap();
+    dir
+}
+
+#[test]
+fn hf_directory_loads_with_its_tokenizer_and_generation_config() {
+    let dir = hf_dir_with_tokenizer_of("tiny_llama.gguf");
+    let loaded = tsr_model::load(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    assert_eq!(loaded.source, dir.path());
+    assert_eq!(loaded.tokenizer.vocab_size(), 64);
+    let gen_text = std::fs::read_to_string(dir.path().join("generation_config.json")).unwrap();
+    let gen: serde_json::Value = serde_json::from_str(&gen_text).unwrap();
+    let want =
+        tsr_model::TokenIds::to_vec(&serde_json::from_value(gen["eos_token_id"].clone()).unwrap());
+    assert_eq!(loaded.generation.eos_ids(), want);
+}
+
+#[test]
+fn tokenizer_larger_than_the_embedding_is_rejected() {
+    let dir = hf_dir_with_tokenizer_of("tiny_spm.gguf"); // 340 tokens for 256 rows
+    let e = tsr_model::load(dir.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            tsr_model::ModelError::VocabMismatch {
+                tokenizer: 340,
+                model: 256
+            }
+        ),
+        "{e}"
+    );
+}
