@@ -3,6 +3,7 @@
 mod doctor;
 mod generate;
 mod iterate;
+mod judge;
 mod logprobs;
 
 use std::process::Command;
