@@ -6,6 +6,8 @@
 //! `torch_cuda` with `--no-as-needed` when the libtorch has it, so CUDA is visible at run time even
 //! though no symbol of it is referenced. Build scripts themselves are not affected (these are
 //! `rustc-link-arg`s of this crate's targets, not global rustflags).
+#![allow(clippy::print_stdout)] // cargo reads build-script instructions from stdout
+
 use std::path::Path;
 
 fn main() {
