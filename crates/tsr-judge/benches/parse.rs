@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             VERDICTS
                 .iter()
-                .map(|v| parse_score(std::hint::black_box(v)).is_ok())
+                .filter(|v| parse_score(std::hint::black_box(v)).is_ok())
                 .count()
         })
     });
