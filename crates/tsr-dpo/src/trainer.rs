@@ -336,9 +336,11 @@ impl<'m> Trainer<'m> {
             let (_epoch, batch_idx, sel) = self.micro_batch(micro);
             let batch = collate(&self.pairs, &sel, self.pad_id, device)?;
             tch::manual_seed((c.seed.wrapping_mul(1_000_003) ^ micro) as i64);
+            let t_fwd = Instant::now();
             let hidden = self
                 .model
                 .hidden_states(&batch.input_ids, &batch.attention_mask, true)?;
+            let fwd_s = t_fwd.elapsed().as_secs_f64();
             let weight = self.model.lm_head_weight();
             let pos = ScoredPositions::new(&batch.input_ids, &batch.completion_mask)?;
             let logps = logprobs.forward(&hidden, &weight, &pos)?;
@@ -386,7 +388,17 @@ impl<'m> Trainer<'m> {
             }
             out.loss.f_div_scalar(n_micro)?.f_backward()?;
             let grad = leaf.grad();
+            let t_bwd = Instant::now();
             logprobs.backward(&hidden, &weight, &pos, &grad)?;
+            tracing::debug!(
+                micro,
+                rows = 2 * b,
+                seq = batch.input_ids.size()[1],
+                forward_s = fwd_s,
+                logps_and_loss_s = t_bwd.duration_since(t_fwd).as_secs_f64() - fwd_s,
+                backward_s = t_bwd.elapsed().as_secs_f64(),
+                "micro-batch"
+            );
 
             let w = sel.len() as f64;
             acc.loss += stats.loss / n_micro;
@@ -398,7 +410,12 @@ impl<'m> Trainer<'m> {
             acc.logps_rejected += pr.f_sum(Kind::Double)?.f_double_value(&[])?;
             pairs_seen += sel.len();
             tokens += batch.real_tokens;
-            if let Some(bad) = self.first_non_finite_grad()? {
+            let check_now = n_micro > 1.0;
+            if let Some(bad) = if check_now {
+                self.first_non_finite_grad()?
+            } else {
+                None
+            } {
                 tracing::error!(param = %bad, step = step_no, "non-finite gradient");
                 return Err(DpoError::NonFinite {
                     what: "gradient",
@@ -420,7 +437,9 @@ impl<'m> Trainer<'m> {
             });
         }
         let lr = self.cfg.learning_rate_at(self.step, self.total_steps);
+        let t_opt = Instant::now();
         self.apply_adamw(lr, grad_norm)?;
+        tracing::debug!(optimizer_s = t_opt.elapsed().as_secs_f64(), "adamw");
         self.step += 1;
         self.micro_done = last;
 
@@ -446,26 +465,26 @@ impl<'m> Trainer<'m> {
         Ok(Some(m))
     }
 
+    /// The first parameter whose accumulated gradient holds a NaN or an infinity (its L2 norm,
+    /// one read pass, is then not finite).
     fn first_non_finite_grad(&self) -> Result<Option<String>> {
         for p in &self.params {
             let g = p.var.grad();
-            if g.defined() && g.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            if g.defined() && !g.f_norm()?.f_double_value(&[])?.is_finite() {
                 return Ok(Some(p.name.clone()));
             }
         }
         Ok(None)
     }
 
+    /// Global L2 norm of the gradients (per-parameter norms combined in f64).
     fn grad_norm(&self) -> Result<f64> {
         let mut sq = 0.0f64;
         for p in &self.params {
             let g = p.var.grad();
             if g.defined() {
-                sq += g
-                    .f_to_kind(Kind::Double)?
-                    .f_square()?
-                    .f_sum(Kind::Double)?
-                    .f_double_value(&[])?;
+                let n = g.f_norm()?.f_double_value(&[])?;
+                sq += n * n;
             }
         }
         Ok(sq.sqrt())
@@ -493,18 +512,21 @@ impl<'m> Trainer<'m> {
             if p.decay && c.weight_decay > 0.0 {
                 let _ = p.var.f_mul_scalar_(1.0 - lr * c.weight_decay)?;
             }
-            let _ =
-                p.m.f_mul_scalar_(c.adam_beta1)?
-                    .f_add_(&g.f_mul_scalar(1.0 - c.adam_beta1)?)?;
-            let _ =
-                p.v.f_mul_scalar_(c.adam_beta2)?
-                    .f_add_(&g.f_square()?.f_mul_scalar(1.0 - c.adam_beta2)?)?;
-            let denom =
-                p.v.f_sqrt()?
-                    .f_div_scalar(bc2.sqrt())?
-                    .f_add_scalar(c.adam_epsilon)?;
-            let update = p.m.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
-            let _ = p.var.f_sub_(&update)?;
+            // m ← β1·m + (1-β1)·g ;  v ← β2·v + (1-β2)·g²  (g is scaled in place, then zeroed)
+            let _ = p.m.f_lerp_(&g, 1.0 - c.adam_beta1)?;
+            let _ = p.v.f_mul_scalar_(c.adam_beta2)?;
+            let _ = g.f_mul_scalar_((1.0 - c.adam_beta2).sqrt())?;
+            let _ = p.v.f_addcmul_(&g, &g)?;
+            if lr > 0.0 {
+                // θ ← θ - lr/bc1 · m / (√v/√bc2 + ε), as one addcdiv with the step folded into
+                // the denominator.
+                let mut denom = p.v.f_sqrt()?;
+                let _ = denom
+                    .f_div_scalar_(bc2.sqrt())?
+                    .f_add_scalar_(c.adam_epsilon)?
+                    .f_mul_scalar_(-bc1 / lr)?;
+                let _ = p.var.f_addcdiv_(&p.m, &denom)?;
+            }
             let _ = g.f_zero_()?;
         }
         Ok(())

@@ -1,0 +1,71 @@
+"""TRL side of the `dpo_train` benchmark: DPOTrainer on the same pairs and settings as tsr.
+
+Usage (the Rust bench calls it): python dpo_ref.py PAIRS.jsonl HF_MODEL_DIR OUT_DIR
+Prints one line `RESULT {json}` with training tokens/s (non-padding tokens of the training steps
+divided by the summed wall time of those steps; the reference log-probs are precomputed in
+DPOTrainer's constructor and not counted), steps, and the process's peak RSS.
+"""
+
+import json
+import resource
+import sys
+import time
+
+import torch
+from datasets import load_dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.seconds = []
+        self._t = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._t)
+
+
+def main():
+    pairs, model_dir, out_dir = sys.argv[1:4]
+    torch.manual_seed(42)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    data = load_dataset("json", data_files=pairs, split="train")
+    args = DPOConfig(
+        output_dir=out_dir,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+        learning_rate=1e-6,
+        beta=0.1,
+        loss_type=["sigmoid"],
+        max_length=256,
+        precompute_ref_log_probs=True,
+        precompute_ref_batch_size=4,
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=42,
+        dataloader_num_workers=0,
+    )
+    timer = StepTimer()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[timer])
+    trainer.train()
+    tokens = trainer._total_train_tokens
+    secs = sum(timer.seconds)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    print("RESULT " + json.dumps({
+        "tokens": tokens, "seconds": secs, "tokens_per_s": tokens / secs, "steps": len(timer.seconds),
+        "peak_rss_mb": peak_kb / 1024.0, "losses": losses, "threads": torch.get_num_threads(),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
