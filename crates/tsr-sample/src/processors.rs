@@ -231,3 +231,160 @@ pub fn mark_seen(seen: &mut Tensor, tokens: &Tensor) -> Result<(), SampleError> 
     let _ = seen.f_scatter_value_(-1, &idx, 1).during(during)?;
     Ok(())
 }
+
+/// The processed distribution of each row restricted to a candidate set: every token outside
+/// `ids` is filtered out (`-inf`) in the full processed logits, and inside it `logits` holds the
+/// same values as [`Processors::apply`] (up to float summation order in top-p's cumulative sum).
+#[derive(Debug)]
+pub struct Candidates {
+    /// Token ids `[N, K]`, i64.
+    pub ids: Tensor,
+    /// Processed logits `[N, K]`, f32, `-inf` where filtered.
+    pub logits: Tensor,
+}
+
+impl Candidates {
+    /// Scatter back to full processed logits `[N, V]` (for tests and inspection).
+    pub fn to_dense(&self, vocab: i64) -> Result<Tensor, SampleError> {
+        let during = "densifying candidates";
+        let n = self.ids.size()[0];
+        let full = Tensor::f_full(
+            [n, vocab],
+            f64::NEG_INFINITY,
+            (Kind::Float, self.ids.device()),
+        )
+        .during(during)?;
+        full.f_scatter(-1, &self.ids, &self.logits).during(during)
+    }
+}
+
+/// First candidate-set size tried for top-p without top-k (doubled by 8 until it holds the mass).
+const TOP_P_FIRST_K: i64 = 64;
+
+impl Processors {
+    /// The sampling chain without sorting the whole vocabulary: the same result as
+    /// [`Processors::apply`] for sampling (not greedy), restricted to candidate sets.
+    ///
+    /// With top-k, the candidates are the `top_k + 8` best tokens, widened while the last of them
+    /// is still tied with the k-th (transformers keeps every token tied with it). With top-p alone, the
+    /// `K` best tokens for the smallest `K` in 64, 512, 4096, ... whose probability mass reaches
+    /// `top_p` in every row: all other tokens are provably removed by top-p, since their
+    /// cumulative mass from below is at most `1 - top_p`. Without top-k and top-p the candidates
+    /// are the whole vocabulary.
+    pub fn apply_candidates(
+        &self,
+        logits: &Tensor,
+        seen: Option<&Tensor>,
+    ) -> Result<Candidates, SampleError> {
+        let during = "processing logits";
+        let mut x = logits.f_to_kind(Kind::Float).during(during)?;
+        if self.uses_seen_mask() {
+            if let Some(seen) = seen {
+                x = repetition_penalty(&x, seen, self.repetition_penalty)?;
+            }
+        }
+        if self.temperature != 1.0 && !self.is_greedy() {
+            x = temperature(&x, self.temperature)?;
+        }
+        let size = x.size();
+        let (n, v) = (size[0], size[1]);
+        if self.top_k == 0 && self.top_p >= 1.0 {
+            let x = if self.min_p > 0.0 {
+                min_p(&x, self.min_p)?
+            } else {
+                x
+            };
+            let ids = Tensor::f_arange(v, (Kind::Int64, x.device()))
+                .during(during)?
+                .f_expand([n, v], false)
+                .during(during)?;
+            return Ok(Candidates { ids, logits: x });
+        }
+        let top_k = (self.top_k as i64).min(v);
+        let mut k = if top_k > 0 {
+            (top_k + 8).min(v)
+        } else {
+            TOP_P_FIRST_K.min(v)
+        };
+        // Normaliser of the full distribution (top-p without top-k needs the mass outside).
+        let logz_full = if top_k == 0 {
+            Some(x.f_logsumexp([-1].as_slice(), true).during(during)?)
+        } else {
+            None
+        };
+        loop {
+            let (vals, ids) = x.f_topk(k, -1, true, true).during(during)?;
+            let mut c = vals;
+            if top_k > 0 {
+                let kth = c.f_narrow(-1, top_k - 1, 1).during(during)?;
+                if k < v {
+                    // Tokens tied with the k-th may continue past the candidates: widen.
+                    let last = c.f_narrow(-1, k - 1, 1).during(during)?;
+                    let tied = last
+                        .f_ge_tensor(&kth)
+                        .during(during)?
+                        .f_any()
+                        .during(during)?;
+                    if tied.f_int64_value(&[]).during(during)? != 0 {
+                        k = (k * 8).min(v);
+                        continue;
+                    }
+                }
+                let remove = c.f_lt_tensor(&kth).during(during)?;
+                c = c.f_masked_fill(&remove, f64::NEG_INFINITY).during(during)?;
+            }
+            if self.top_p < 1.0 {
+                let logz = match &logz_full {
+                    Some(z) => z.shallow_clone(),
+                    None => c.f_logsumexp([-1].as_slice(), true).during(during)?,
+                };
+                let probs = c.f_sub(&logz).during(during)?.f_exp().during(during)?;
+                let head = probs
+                    .f_sum_dim_intlist([-1].as_slice(), true, Kind::Float)
+                    .during(during)?;
+                if top_k == 0 && k < v {
+                    let least = head
+                        .f_min()
+                        .during(during)?
+                        .f_double_value(&[])
+                        .during(during)?;
+                    if least < self.top_p + 1e-5 {
+                        k = (k * 8).min(v);
+                        continue;
+                    }
+                }
+                // Mass of the tokens outside the candidates (all removed), then the ascending
+                // cumulative sum over the candidates, as TopPLogitsWarper computes it.
+                let base = if top_k == 0 && k < v {
+                    head.f_neg()
+                        .during(during)?
+                        .f_add_scalar(1.0)
+                        .during(during)?
+                        .f_clamp_min(0.0)
+                        .during(during)?
+                } else {
+                    Tensor::f_zeros([n, 1], (Kind::Float, x.device())).during(during)?
+                };
+                let asc = probs
+                    .f_flip([-1].as_slice())
+                    .during(during)?
+                    .f_cumsum(-1, Kind::Float)
+                    .during(during)?
+                    .f_add(&base)
+                    .during(during)?;
+                let remove_asc = asc.f_le(1.0 - self.top_p).during(during)?;
+                let _ = remove_asc
+                    .f_narrow(-1, k - 1, 1)
+                    .during(during)?
+                    .f_fill_(0)
+                    .during(during)?;
+                let remove = remove_asc.f_flip([-1].as_slice()).during(during)?;
+                c = c.f_masked_fill(&remove, f64::NEG_INFINITY).during(during)?;
+            }
+            if self.min_p > 0.0 {
+                c = min_p(&c, self.min_p)?;
+            }
+            return Ok(Candidates { ids, logits: c });
+        }
+    }
+}

@@ -5,8 +5,10 @@
 //! 2. the cache rows (and the last-position logits) are expanded K times with
 //!    `KvCache::index_select`, so the K samples of a prompt share its prefill;
 //! 3. every decoding step runs the processors on the whole `[R, V]` batch, picks one token per row
-//!    (argmax, or inverse-CDF with one uniform from the row's own seeded RNG), copies the `[R]`
-//!    chosen ids to the host once, and checks EOS / stop strings / `max_new_tokens` per row;
+//!    (argmax, or inverse-CDF with one uniform from the row's own seeded RNG, on the candidate
+//!    sets of [`Processors::apply_candidates`] so top-p does not sort the whole vocabulary),
+//!    copies the `[R]` chosen ids to the host once, and checks EOS / stop strings /
+//!    `max_new_tokens` per row;
 //! 4. rows that finished are dropped from the cache and every per-row tensor (index_select), so
 //!    finished sequences stop costing compute.
 //!
@@ -15,7 +17,7 @@
 
 use crate::error::{SampleError, TchContext};
 use crate::processors::{mark_seen, seen_mask, Processors};
-use crate::select::{argmax, sample_inverse_cdf, token_logprobs, SequenceRng};
+use crate::select::{argmax, sample_candidates, token_logprobs, SequenceRng};
 use crate::stop::StopStrings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -418,17 +420,24 @@ impl<'a> Sampler<'a> {
         let mut uniforms = Vec::with_capacity(rows.len());
         loop {
             // Choose one token per row.
-            let processed = procs.apply(&logits, seen.as_ref())?;
-            let chosen = if procs.is_greedy() {
-                argmax(&processed)?
+            let (chosen, processed_lp) = if procs.is_greedy() {
+                let processed = procs.apply(&logits, seen.as_ref())?;
+                let chosen = argmax(&processed)?;
+                let lp = match self.options.logprobs {
+                    LogprobMode::Processed => Some(token_logprobs(&processed, &chosen)?),
+                    _ => None,
+                };
+                (chosen, lp)
             } else {
                 uniforms.clear();
                 uniforms.extend(rows.iter_mut().map(|r| r.rng.uniform()));
-                sample_inverse_cdf(&processed, &uniforms)?
+                let cands = procs.apply_candidates(&logits, seen.as_ref())?;
+                let (chosen, lp) = sample_candidates(&cands, &uniforms)?;
+                (chosen, Some(lp))
             };
             let lps = match self.options.logprobs {
                 LogprobMode::None => None,
-                LogprobMode::Processed => Some(token_logprobs(&processed, &chosen)?),
+                LogprobMode::Processed => processed_lp,
                 LogprobMode::Raw => Some(token_logprobs(&logits, &chosen)?),
             };
             let host: Vec<i64> = Vec::<i64>::try_from(&chosen).during("copying chosen tokens")?;

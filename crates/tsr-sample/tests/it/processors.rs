@@ -127,3 +127,75 @@ fn invalid_params_are_rejected() {
         assert!(p.validate().is_err(), "{p:?}");
     }
 }
+
+/// The candidate fast path keeps exactly the tokens the dense chain keeps, with the same values,
+/// and samples the same tokens for the same uniforms.
+#[test]
+fn candidate_path_equals_the_dense_chain() {
+    let fx = fixture();
+    tch::manual_seed(3);
+    let big = Tensor::randn([6, 5000], (Kind::Float, Device::Cpu)) * 2.5;
+    // A nearly flat row forces the top-p candidate set to grow (64 -> 512 -> 4096 -> all).
+    // (Exact ties are left out: which of several equal tokens top-p drops depends on the sort.)
+    big.get(5)
+        .copy_(&(Tensor::arange(5000, (Kind::Float, Device::Cpu)) * 1e-4));
+    let small = to_tensor(&fx.logits);
+    let mut configs: Vec<Processors> = fx
+        .cases
+        .iter()
+        .filter(|c| c.params.temperature > 0.0)
+        .map(|c| Processors {
+            repetition_penalty: c.params.repetition_penalty,
+            temperature: c.params.temperature,
+            top_k: c.params.top_k,
+            top_p: c.params.top_p,
+            min_p: c.params.min_p,
+        })
+        .collect();
+    configs.push(Processors {
+        temperature: 0.7,
+        top_p: 0.9,
+        ..Default::default()
+    });
+    configs.push(Processors {
+        temperature: 1.0,
+        top_k: 100,
+        ..Default::default()
+    });
+    configs.push(Processors {
+        temperature: 0.8,
+        top_p: 0.99,
+        min_p: 0.02,
+        ..Default::default()
+    });
+    for logits in [&small, &big] {
+        let (n, v) = (logits.size()[0], logits.size()[1]);
+        let rows: Vec<Vec<u32>> = (0..n).map(|r| vec![r as u32, 7, 11]).collect();
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let seen = seen_mask(&refs, v, Device::Cpu).unwrap();
+        let us: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37 + 0.1) % 1.0).collect();
+        for p in &configs {
+            let dense = p.apply(logits, Some(&seen)).unwrap();
+            let cand = p.apply_candidates(logits, Some(&seen)).unwrap();
+            let back = cand.to_dense(v).unwrap();
+            let kept_d = dense.isfinite();
+            let kept_c = back.isfinite();
+            if !kept_d.equal(&kept_c) {
+                let d = kept_d.logical_xor(&kept_c).nonzero();
+                d.print();
+                panic!("{p:?}: kept sets differ");
+            }
+            let diff = (dense.where_self(&kept_d, &dense.zeros_like())
+                - back.where_self(&kept_c, &back.zeros_like()))
+            .abs()
+            .max()
+            .double_value(&[]);
+            assert!(diff < 1e-5, "{p:?}: values differ by {diff}");
+            let want = tsr_sample::select::sample_inverse_cdf(&dense, &us).unwrap();
+            let (got, lp) = tsr_sample::select::sample_candidates(&cand, &us).unwrap();
+            assert!(want.equal(&got), "{p:?}: sampled tokens differ");
+            let want_lp = tsr_sample::select::token_logprobs(&dense, &want).unwrap();
+            assert!((want_lp - lp).abs().max().double_value(&[]) < 1e-4);
+        }
+    }
+}
