@@ -25,6 +25,9 @@ pub struct TorchSettings {
     pub judge: JudgeSettings,
     pub dpo: DpoConfig,
     pub sampler: SamplerOptions,
+    /// Replace the LLM judge by a hash of (seed, item id, response): a pipeline check for
+    /// models that cannot judge (real sampling, training and similarity; meaningless scores).
+    pub hash_judge: bool,
 }
 
 impl TorchSettings {
@@ -44,6 +47,7 @@ impl TorchSettings {
             dpo,
 
             sampler: SamplerOptions::default(),
+            hash_judge: false,
         })
     }
 }
@@ -110,6 +114,9 @@ impl TorchBackend {
     }
 
     fn judge_impl(&mut self, m: &ModelRef, items: &[JudgeItem], seed: u64) -> Result<Vec<Verdict>> {
+        if self.settings.hash_judge {
+            return Ok(items.iter().map(|i| hash_verdict(i, seed)).collect());
+        }
         let settings = self.settings.judge.clone().with_seed(seed);
         let options = self.settings.sampler.clone();
         let loaded = self.model(m)?;
@@ -241,6 +248,41 @@ impl TorchBackend {
         let hc = tsr_dpo::mean_completion_hidden(&loaded.model, &chosen, pad, 8)?;
         let hr = tsr_dpo::mean_completion_hidden(&loaded.model, &rejected, pad, 8)?;
         Ok(tsr_dpo::row_cosines(&hc, &hr)?)
+    }
+}
+
+/// A verdict from a hash (see [`TorchSettings::hash_judge`]): scores on the half-point grid.
+fn hash_verdict(item: &JudgeItem, seed: u64) -> Verdict {
+    let mut h = tsr_judge::item_seed(seed, &item.id);
+    for b in item.response.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let text = format!("hash judge\nScore: {}", (h % 11) as f64 / 2.0);
+    let parsed = tsr_judge::parse_score(&text);
+    Verdict {
+        id: item.id.clone(),
+        judge_prompt: None,
+        samples: vec![tsr_judge::JudgeSample {
+            finish_reason: None,
+            score: parsed.as_ref().ok().copied(),
+            failure: parsed.err(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            text,
+        }],
+        score: None,
+    }
+    .with_mean()
+}
+
+trait WithMean {
+    fn with_mean(self) -> Self;
+}
+
+impl WithMean for Verdict {
+    fn with_mean(mut self) -> Self {
+        self.score = tsr_judge::mean_score(self.samples.iter().map(|s| &s.score));
+        self
     }
 }
 

@@ -106,7 +106,8 @@ pub struct StageRecord {
     pub wall_s: f64,
     /// Completion tokens sampled in this stage (reused `P_0` samples excluded).
     pub tokens_generated: u64,
-    /// Prompt tokens fed to sampling in this stage.
+    /// Prompt tokens fed to sampling in this stage (once per prompt: its K samples share the
+    /// prefill).
     pub generation_prompt_tokens: u64,
     /// Judge prompt + judge generated tokens.
     pub tokens_judged: u64,

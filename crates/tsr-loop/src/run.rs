@@ -695,9 +695,11 @@ impl Run {
                 reused += 1;
                 continue;
             }
+            // The K samples of a prompt share one prefill: its tokens count once.
+            rec.generation_prompt_tokens +=
+                r.completions.first().map_or(0, |c| c.prompt_tokens) as u64;
             for c in &r.completions {
                 rec.tokens_generated += c.token_ids.len() as u64;
-                rec.generation_prompt_tokens += c.prompt_tokens as u64;
             }
         }
         rec.details = json!({"prompts": recs.len(), "responses": recs.len() * k, "reused_prompts": reused, "model": model.name});

@@ -44,6 +44,10 @@ pub struct Args {
     /// command and the run folder without a model).
     #[arg(long, hide = true)]
     fake_backend: bool,
+    /// Real models, but scores from a hash instead of the LLM judge: checks sampling, DPO and
+    /// the similarity measure with a model that cannot judge. The scores mean nothing.
+    #[arg(long, hide = true)]
+    hash_judge: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,7 +67,11 @@ pub fn run(args: Args) -> Result<()> {
         run.execute(&mut b, &mut obs)
     } else {
         let device = tsr_model::parse_device(&args.device)?;
-        let settings = TorchSettings::from_config(&cfg, device)?;
+        let mut settings = TorchSettings::from_config(&cfg, device)?;
+        settings.hash_judge = args.hash_judge;
+        if args.hash_judge {
+            tracing::warn!("--hash-judge: scores come from a hash, not from the model");
+        }
         let mut b = TorchBackend::new(settings);
         run.execute(&mut b, &mut obs)
     };
