@@ -606,17 +606,17 @@ fn repeat_kv(x: &Tensor, rep: i64) -> Tensor {
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, hd: i64) -> Tensor {
     let half = hd / 2;
     let rotated = Tensor::cat(&[x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
-    x * cos + rotated * sin
+    (x * cos).addcmul(&rotated, sin)
 }
 
 /// transformers' `LlamaRMSNorm`: normalise in f32, cast back, then scale.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
     let kind = x.kind();
-    let xf = if kind == Kind::Float {
-        x.shallow_clone()
-    } else {
-        x.to_kind(Kind::Float)
-    };
+    if kind == Kind::Float {
+        // One fused libtorch op; same arithmetic as below for f32.
+        return x.rms_norm(&[x.size()[x.dim() - 1]][..], Some(weight), eps);
+    }
+    let xf = x.to_kind(Kind::Float);
     let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     let normed = xf * (var + eps).rsqrt();
     weight * normed.to_kind(kind)
