@@ -70,6 +70,7 @@ pub mod data;
 pub mod error;
 pub mod logprobs;
 pub mod loss;
+pub mod optim;
 pub mod pipeline;
 pub mod reference;
 pub mod trainer;
@@ -81,6 +82,7 @@ pub use data::{
 pub use error::{DpoError, Result};
 pub use logprobs::{completion_logps_naive, ChunkedLogProbs, ScoredPositions};
 pub use loss::{dpo_loss, DpoLoss, LossParams, LossStats, LossType, PairLogps};
+pub use optim::AdamW;
 pub use pipeline::{save_model, train_dpo, train_dpo_jsonl, RunFiles, TrainReport};
 pub use reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,

@@ -19,7 +19,6 @@
 //! Dropout draws from libtorch's global generator (`tch::manual_seed`): that guarantee holds as
 //! long as no other thread of the process draws random numbers from libtorch while a step runs.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +32,7 @@ use crate::data::{collate, epoch_batches, TokenizedPair};
 use crate::error::{DpoError, Result};
 use crate::logprobs::ScoredPositions;
 use crate::loss::{dpo_loss, PairLogps};
+use crate::optim::AdamW;
 use crate::reference::{data_fingerprint, ReferenceLogps};
 
 /// One optimizer step's numbers, serialised with TRL's metric names (one JSON line each).
@@ -135,24 +135,6 @@ pub struct TrainSummary {
     pub mean_tokens_per_s: f64,
 }
 
-/// Trainable parameters with AdamW state, in name order.
-struct Param {
-    name: String,
-    var: Tensor,
-    m: Tensor,
-    v: Tensor,
-    decay: bool,
-}
-
-impl std::fmt::Debug for Param {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Param")
-            .field("name", &self.name)
-            .field("size", &self.var.size())
-            .finish()
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct TrainerState {
     /// Optimizer steps done.
@@ -176,7 +158,7 @@ pub struct Trainer<'m> {
     pairs: Vec<TokenizedPair>,
     reference: ReferenceLogps,
     pad_id: u32,
-    params: Vec<Param>,
+    opt: AdamW,
     batches_per_epoch: u64,
     total_micro: u64,
     total_steps: u64,
@@ -190,15 +172,11 @@ impl std::fmt::Debug for Trainer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer")
             .field("pairs", &self.pairs.len())
-            .field("params", &self.params.len())
+            .field("params", &self.opt.len())
             .field("step", &self.step)
             .field("total_steps", &self.total_steps)
             .finish()
     }
-}
-
-fn is_no_decay(name: &str) -> bool {
-    name.ends_with(".bias") || name.contains("norm")
 }
 
 impl<'m> Trainer<'m> {
@@ -235,28 +213,19 @@ impl<'m> Trainer<'m> {
                 (m, m.div_ceil(accum))
             }
         };
-        let mut vars: Vec<(String, Tensor)> = model
+        let vars: Vec<(String, Tensor)> = model
             .var_store()
             .variables()
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
             .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let params = vars
-            .into_iter()
-            .map(|(name, var)| {
-                let m = var.f_zeros_like()?;
-                let v = var.f_zeros_like()?;
-                let decay = !is_no_decay(&name);
-                Ok(Param {
-                    name,
-                    var,
-                    m,
-                    v,
-                    decay,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let opt = AdamW::new(
+            vars,
+            c.adam_beta1,
+            c.adam_beta2,
+            c.adam_epsilon,
+            c.weight_decay,
+        )?;
         let data_key = data_fingerprint(&pairs);
         model.set_dropout(c.dropout);
         Ok(Trainer {
@@ -265,7 +234,7 @@ impl<'m> Trainer<'m> {
             pairs,
             reference,
             pad_id,
-            params,
+            opt,
             batches_per_epoch,
             total_micro,
             total_steps,
@@ -412,7 +381,7 @@ impl<'m> Trainer<'m> {
             tokens += batch.real_tokens;
             let check_now = n_micro > 1.0;
             if let Some(bad) = if check_now {
-                self.first_non_finite_grad()?
+                self.opt.first_non_finite_grad()?.map(str::to_string)
             } else {
                 None
             } {
@@ -425,7 +394,7 @@ impl<'m> Trainer<'m> {
                 });
             }
         }
-        let grad_norm = self.grad_norm()?;
+        let grad_norm = self.opt.grad_norm()?;
         if !grad_norm.is_finite() {
             let (_, batch_idx, sel) = self.micro_batch(last - 1);
             let pairs = sel.iter().map(|&i| self.pairs[i].index).collect();
@@ -438,7 +407,13 @@ impl<'m> Trainer<'m> {
         }
         let lr = self.cfg.learning_rate_at(self.step, self.total_steps);
         let t_opt = Instant::now();
-        self.apply_adamw(lr, grad_norm)?;
+        let max_norm = self.cfg.get().max_grad_norm;
+        let clip = if max_norm > 0.0 {
+            (max_norm / (grad_norm + 1e-6)).min(1.0)
+        } else {
+            1.0
+        };
+        self.opt.step(lr, clip)?;
         tracing::debug!(optimizer_s = t_opt.elapsed().as_secs_f64(), "adamw");
         self.step += 1;
         self.micro_done = last;
@@ -463,73 +438,6 @@ impl<'m> Trainer<'m> {
         };
         tracing::debug!(step = m.step, loss = m.loss, grad_norm, lr, "dpo step");
         Ok(Some(m))
-    }
-
-    /// The first parameter whose accumulated gradient holds a NaN or an infinity (its L2 norm,
-    /// one read pass, is then not finite).
-    fn first_non_finite_grad(&self) -> Result<Option<String>> {
-        for p in &self.params {
-            let g = p.var.grad();
-            if g.defined() && !g.f_norm()?.f_double_value(&[])?.is_finite() {
-                return Ok(Some(p.name.clone()));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Global L2 norm of the gradients (per-parameter norms combined in f64).
-    fn grad_norm(&self) -> Result<f64> {
-        let mut sq = 0.0f64;
-        for p in &self.params {
-            let g = p.var.grad();
-            if g.defined() {
-                let n = g.f_norm()?.f_double_value(&[])?;
-                sq += n * n;
-            }
-        }
-        Ok(sq.sqrt())
-    }
-
-    fn apply_adamw(&mut self, lr: f64, grad_norm: f64) -> Result<()> {
-        let c = self.cfg.get();
-        let _guard = tch::no_grad_guard();
-        let clip = if c.max_grad_norm > 0.0 {
-            (c.max_grad_norm / (grad_norm + 1e-6)).min(1.0)
-        } else {
-            1.0
-        };
-        let t = (self.step + 1) as i32;
-        let bc1 = 1.0 - c.adam_beta1.powi(t);
-        let bc2 = 1.0 - c.adam_beta2.powi(t);
-        for p in &mut self.params {
-            let mut g = p.var.grad();
-            if !g.defined() {
-                continue;
-            }
-            if clip < 1.0 {
-                let _ = g.f_mul_scalar_(clip)?;
-            }
-            if p.decay && c.weight_decay > 0.0 {
-                let _ = p.var.f_mul_scalar_(1.0 - lr * c.weight_decay)?;
-            }
-            // m ← β1·m + (1-β1)·g ;  v ← β2·v + (1-β2)·g²  (g is scaled in place, then zeroed)
-            let _ = p.m.f_lerp_(&g, 1.0 - c.adam_beta1)?;
-            let _ = p.v.f_mul_scalar_(c.adam_beta2)?;
-            let _ = g.f_mul_scalar_((1.0 - c.adam_beta2).sqrt())?;
-            let _ = p.v.f_addcmul_(&g, &g)?;
-            if lr > 0.0 {
-                // θ ← θ - lr/bc1 · m / (√v/√bc2 + ε), as one addcdiv with the step folded into
-                // the denominator.
-                let mut denom = p.v.f_sqrt()?;
-                let _ = denom
-                    .f_div_scalar_(bc2.sqrt())?
-                    .f_add_scalar_(c.adam_epsilon)?
-                    .f_mul_scalar_(-bc1 / lr)?;
-                let _ = p.var.f_addcdiv_(&p.m, &denom)?;
-            }
-            let _ = g.f_zero_()?;
-        }
-        Ok(())
     }
 
     /// Runs the remaining steps, recording each to `sink`, checkpointing every
@@ -572,31 +480,21 @@ impl<'m> Trainer<'m> {
     /// position and order, configuration, data fingerprint). Refuses to write non-finite
     /// weights.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        for p in &self.params {
-            if p.var.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-                return Err(DpoError::Checkpoint {
-                    path: dir.to_path_buf(),
-                    reason: format!("parameter {} is not finite: not saved", p.name),
-                });
-            }
+        if let Some(name) = self.opt.first_non_finite_param()? {
+            return Err(DpoError::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!("parameter {name} is not finite: not saved"),
+            });
         }
         let tmp = dir.with_extension("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| DpoError::io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| DpoError::io(&tmp, e))?;
-        let weights: Vec<(&str, &Tensor)> = self
-            .params
-            .iter()
-            .map(|p| (p.name.as_str(), &p.var))
-            .collect();
-        Tensor::write_safetensors(&weights, tmp.join("model.safetensors"))?;
-        let mut moments: Vec<(String, &Tensor)> = Vec::new();
-        for p in &self.params {
-            moments.push((format!("m.{}", p.name), &p.m));
-            moments.push((format!("v.{}", p.name), &p.v));
-        }
-        Tensor::write_safetensors(&moments, tmp.join("optimizer.safetensors"))?;
+        self.opt.save(
+            &tmp.join("model.safetensors"),
+            &tmp.join("optimizer.safetensors"),
+        )?;
         let epoch = self.micro_done / self.batches_per_epoch;
         let epoch_order = epoch_batches(
             &self.pairs,
@@ -669,41 +567,11 @@ impl<'m> Trainer<'m> {
         if expected != state.epoch_order {
             return Err(bad("the saved data order differs from this run's".into()));
         }
-        let weights: BTreeMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join("model.safetensors"))?
-                .into_iter()
-                .collect();
-        let moments: BTreeMap<String, Tensor> =
-            Tensor::read_safetensors(dir.join("optimizer.safetensors"))?
-                .into_iter()
-                .collect();
-        let _guard = tch::no_grad_guard();
-        for p in &mut self.params {
-            fn get<'a>(
-                map: &'a BTreeMap<String, Tensor>,
-                key: &str,
-                dir: &Path,
-            ) -> Result<&'a Tensor> {
-                map.get(key).ok_or_else(|| DpoError::Checkpoint {
-                    path: dir.to_path_buf(),
-                    reason: format!("missing tensor {key}"),
-                })
-            }
-            let w = get(&weights, &p.name, dir)?;
-            let m = get(&moments, &format!("m.{}", p.name), dir)?;
-            let v = get(&moments, &format!("v.{}", p.name), dir)?;
-            if w.size() != p.var.size() {
-                return Err(bad(format!(
-                    "{}: shape {:?}, model has {:?}",
-                    p.name,
-                    w.size(),
-                    p.var.size()
-                )));
-            }
-            p.var.f_copy_(w)?;
-            p.m.f_copy_(m)?;
-            p.v.f_copy_(v)?;
-        }
+        self.opt.load(
+            &dir.join("model.safetensors"),
+            &dir.join("optimizer.safetensors"),
+            state.step,
+        )?;
         self.step = state.step;
         self.micro_done = state.micro_done;
         if self.cfg.get().max_steps.is_none() && self.micro_done > self.total_micro {

@@ -1,4 +1,5 @@
 //! Integration tests of tsr-dpo.
 
+mod adamw_golden;
 mod loss_golden;
 mod trainer;
