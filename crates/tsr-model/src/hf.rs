@@ -261,6 +261,20 @@ fn to_bytes(name: &str, t: &Tensor) -> Result<Bytes, ModelError> {
     })
 }
 
+/// Writes named tensors into one safetensors file (metadata `format: pt`).
+pub fn write_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<(), ModelError> {
+    let bytes: Vec<(String, Bytes)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.to_string(), to_bytes(n, t)?)))
+        .collect::<Result<_, ModelError>>()?;
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::serialize_to_file(bytes.iter().map(|(n, b)| (n.as_str(), b)), &metadata, path)
+        .map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            msg: format!("{e:?}"),
+        })
+}
+
 /// Writes `model` as an HF directory `dir`: `config.json` and the weights (sharded above
 /// `opts.max_shard_bytes`), then lets `extra` add files (tokenizer, generation config) to the
 /// staging directory. The directory appears (or replaces an existing one) only when everything

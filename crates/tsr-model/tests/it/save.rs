@@ -112,49 +112,158 @@ fn failed_save_leaves_nothing_behind_and_keeps_the_old_directory() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
 
-/// transformers loads a tsr-saved directory and gives the fixture's logits. Needs the Python
-/// reference (TSR_REFERENCE_PYTHON or ~/.cache/tsr/venv-torch-2.11.0/bin/python):
-/// `cargo test -p tsr-model --test it -- --ignored transformers_loads`.
-#[test]
-#[ignore = "needs the Python reference environment"]
-fn transformers_loads_tsr_saved_directories() {
-    let python = std::env::var("TSR_REFERENCE_PYTHON").unwrap_or_else(|_| {
+fn reference_python() -> String {
+    std::env::var("TSR_REFERENCE_PYTHON").unwrap_or_else(|_| {
         format!(
             "{}/.cache/tsr/venv-torch-2.11.0/bin/python",
             std::env::var("HOME").unwrap()
         )
-    });
+    })
+}
+
+/// Runs `make_parity.py` with `args`; returns its stdout (asserting success).
+fn run_parity_script(args: &[&std::ffi::OsStr]) -> String {
     let script = fixture_dir("llama")
         .parent()
         .unwrap()
         .parent()
         .unwrap()
         .join("make_parity.py");
+    let out = Command::new(reference_python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run the reference python");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("max abs logit diff"), "{text}");
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{}", text.trim());
+    }
+    text
+}
+
+/// transformers loads a tsr-saved directory (sharded here) and gives the fixture's logits.
+/// Needs the Python reference (TSR_REFERENCE_PYTHON or ~/.cache/tsr/venv-torch-2.11.0/bin/python):
+/// `cargo test -p tsr-model --test it -- --ignored transformers_loads`.
+#[test]
+#[ignore = "needs the Python reference environment"]
+fn transformers_loads_tsr_saved_directories() {
     let tmp = tempfile::tempdir().unwrap();
     for case in CASES {
         let dir = tmp.path().join(case);
-        hf::save_model_dir(
-            &load(case),
-            &dir,
-            &SaveOptions {
-                max_shard_bytes: 200_000,
-            },
-            |_| Ok(()),
-        )
-        .unwrap();
-        let out = Command::new(&python)
-            .arg(&script)
-            .arg("--check")
-            .arg(&dir)
-            .arg(case)
-            .output()
-            .expect("run the reference python");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{case}: {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("max abs logit diff"), "{text}");
+        let opts = SaveOptions {
+            max_shard_bytes: 200_000,
+        };
+        hf::save_model_dir(&load(case), &dir, &opts, |_| Ok(())).unwrap();
+        run_parity_script(&["--check".as_ref(), dir.as_os_str(), case.as_ref()]);
     }
+}
+
+/// transformers loads a `Model::save_hf` directory with its tokenizer: same token ids, a chat
+/// template that renders, same logits. Needs the Python reference and the built-in model.
+#[test]
+#[ignore = "needs the Python reference environment"]
+fn transformers_loads_save_hf_directory_with_tokenizer() {
+    use tsr_model::gguf::GgufFile;
+    use tsr_model::{ChatTokenizer, GenerationConfig, Model, ModelConfig, Tensor};
+    let gguf = tsr_model::hub::SMOLLM2_135M_INSTRUCT.fetch().unwrap();
+    let tok = ChatTokenizer::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
+    let opts = LoadOptions::default();
+    let model = Model::random(
+        ModelConfig::from_json_str(TINY_WIDE_VOCAB).unwrap(),
+        5,
+        &opts,
+    )
+    .unwrap();
+    let generation = GenerationConfig::from_model(model.config(), &tok);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("saved");
+    model.save_hf(&dir, &tok, &generation).unwrap();
+    let text = "What is 12 times 7? Answer briefly.";
+    let ids: Vec<i64> = tok
+        .encode(text, false)
+        .unwrap()
+        .iter()
+        .map(|&i| i64::from(i))
+        .collect();
+    let ids = Tensor::from_slice(&ids).unsqueeze(0);
+    let logits = tch::no_grad(|| model.logits(&ids, &ids.ones_like(), false)).unwrap();
+    let file = tmp.path().join("tsr.safetensors");
+    hf::write_safetensors(&file, &[("input_ids", &ids), ("logits", &logits)]).unwrap();
+    run_parity_script(&[
+        "--check-full".as_ref(),
+        dir.as_os_str(),
+        file.as_os_str(),
+        text.as_ref(),
+    ]);
+}
+
+const TINY_WIDE_VOCAB: &str = r#"{"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "vocab_size": 49152, "tie_word_embeddings": true, "rms_norm_eps": 1e-5,
+    "bos_token_id": 1, "eos_token_id": 2}"#;
+
+/// `Model::save_hf` writes model, tokenizer and generation config; `tsr_model::load` reads the
+/// directory back with identical logits and tokenizer. Uses the SmolLM2 tokenizer of the
+/// built-in model (skips, saying why, when it cannot be fetched).
+#[test]
+fn save_hf_round_trips_through_load() {
+    use tsr_model::gguf::GgufFile;
+    use tsr_model::{ChatTokenizer, GenerationConfig, Model, ModelConfig};
+    let gguf = match tsr_model::hub::SMOLLM2_135M_INSTRUCT.fetch() {
+        Ok(p) => p,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("skipping: the built-in model could not be fetched: {e}");
+            }
+            return;
+        }
+    };
+    let tok = ChatTokenizer::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
+    let opts = LoadOptions::default();
+    let model = Model::random(
+        ModelConfig::from_json_str(TINY_WIDE_VOCAB).unwrap(),
+        3,
+        &opts,
+    )
+    .unwrap();
+    let generation = GenerationConfig::from_model(model.config(), &tok);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("saved");
+    model.save_hf(&dir, &tok, &generation).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let loaded = tsr_model::load(dir.to_str().unwrap(), &opts).unwrap();
+    let text = "Hello, world! Self-rewarding language models.";
+    let ids = tok.encode(text, false).unwrap();
+    assert_eq!(loaded.tokenizer.encode(text, false).unwrap(), ids);
+    assert_eq!(loaded.tokenizer.chat_template(), tok.chat_template());
+    assert_eq!(loaded.generation.eos_ids(), generation.eos_ids());
+    let ids = tsr_model::Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>())
+        .unsqueeze(0);
+    let mask = ids.ones_like();
+    let a = tch::no_grad(|| model.logits(&ids, &mask, false)).unwrap();
+    let b = tch::no_grad(|| loaded.model.logits(&ids, &mask, false)).unwrap();
+    assert!(a.equal(&b));
+
+    // A tokenizer larger than the embedding is refused before anything is written.
+    let small = load("llama");
+    let other = tmp.path().join("refused");
+    let e = small.save_hf(&other, &tok, &generation).unwrap_err();
+    assert!(matches!(e, ModelError::VocabMismatch { .. }), "{e:?}");
+    assert!(!other.exists());
 }
