@@ -218,5 +218,37 @@ fn main() {
     }
     group.finish();
     drop(reference);
+
+    // Incremental decoding with the KV cache: 32 greedy-shaped steps after a 128-token prompt.
+    let mut group = criterion.benchmark_group("decode");
+    let (batch, prompt, steps) = (4i64, 128i64, 32i64);
+    let flat: Vec<i64> = input_ids(batch, prompt + steps, vocab).concat();
+    let ids = Tensor::from_slice(&flat).view([batch, prompt + steps]);
+    let mask = ids.ones_like();
+    let pos = Tensor::arange(prompt + steps, (Kind::Int64, tch::Device::Cpu))
+        .unsqueeze(0)
+        .repeat([batch, 1]);
+    group.throughput(Throughput::Elements((batch * steps) as u64));
+    group.bench_function(format!("tsr/{batch}x{prompt}+{steps}"), |bench| {
+        bench.iter(|| {
+            let mut cache = model.new_cache(batch as usize);
+            let f = |start: i64, len: i64, cache: &mut tsr_model::KvCache| {
+                let h = model
+                    .forward_cached(
+                        &ids.narrow(1, start, len),
+                        &pos.narrow(1, start, len),
+                        &mask.narrow(1, 0, start + len),
+                        cache,
+                    )
+                    .expect("decode");
+                model.lm_head(&h.narrow(1, len - 1, 1))
+            };
+            let _ = f(0, prompt, &mut cache);
+            for s in 0..steps {
+                let _ = f(prompt + s, 1, &mut cache);
+            }
+        })
+    });
+    group.finish();
     criterion.final_summary();
 }

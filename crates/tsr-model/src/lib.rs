@@ -22,13 +22,11 @@ pub mod tokenizer;
 
 pub use config::{ModelConfig, RopeConfig, RopeScaling, TokenIds};
 pub use error::ModelError;
-// pub use kv_cache::KvCache;
+pub use kv_cache::KvCache;
 pub use model::{LoadOptions, Model};
 pub use tch::{Device, Kind, Tensor};
 
 // The loading/tokenizer half of the crate (see the API contract): `ChatTokenizer`,
 // `GenerationConfig`, `Loaded`, `load`, `tsr_home`.
-#[allow(unused_imports)]
 pub use load::*;
-#[allow(unused_imports)]
 pub use tokenizer::*;

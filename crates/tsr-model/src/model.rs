@@ -614,8 +614,8 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, hd: i64) -> Tensor {
 /// transformers' `LlamaRMSNorm`: normalise in f32, cast back, then scale.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
     let kind = x.kind();
-    if kind == Kind::Float {
-        // One fused libtorch op; same arithmetic as below for f32.
+    if kind == Kind::Float || kind == Kind::Double {
+        // One libtorch op; the same arithmetic as below when no down-cast is involved.
         return x.rms_norm(&[x.size()[x.dim() - 1]][..], Some(weight), eps);
     }
     let xf = x.to_kind(Kind::Float);
