@@ -241,6 +241,8 @@ pub struct Candidates {
     pub ids: Tensor,
     /// Processed logits `[N, K]`, f32, `-inf` where filtered.
     pub logits: Tensor,
+    /// `ids` is the whole vocabulary in order (no truncating filter was on).
+    pub whole_vocab: bool,
 }
 
 impl Candidates {
@@ -298,7 +300,11 @@ impl Processors {
                 .during(during)?
                 .f_expand([n, v], false)
                 .during(during)?;
-            return Ok(Candidates { ids, logits: x });
+            return Ok(Candidates {
+                ids,
+                logits: x,
+                whole_vocab: true,
+            });
         }
         let top_k = (self.top_k as i64).min(v);
         let mut k = if top_k > 0 {
@@ -384,7 +390,11 @@ impl Processors {
             if self.min_p > 0.0 {
                 c = min_p(&c, self.min_p)?;
             }
-            return Ok(Candidates { ids, logits: c });
+            return Ok(Candidates {
+                ids,
+                logits: c,
+                whole_vocab: false,
+            });
         }
     }
 }

@@ -162,8 +162,12 @@ pub fn sample_candidates(
     uniforms: &[f64],
 ) -> Result<(Tensor, Tensor), SampleError> {
     let during = "sampling candidates";
-    let (ids, perm) = c.ids.f_sort(-1, false).during(during)?;
-    let logits = c.logits.f_gather(-1, &perm, false).during(during)?;
+    let (ids, logits) = if c.whole_vocab {
+        (c.ids.shallow_clone(), c.logits.shallow_clone())
+    } else {
+        let (ids, perm) = c.ids.f_sort(-1, false).during(during)?;
+        (ids, c.logits.f_gather(-1, &perm, false).during(during)?)
+    };
     let pos = sample_inverse_cdf(&logits, uniforms)?;
     let pos = pos.f_unsqueeze(-1).during(during)?;
     let tokens = ids
