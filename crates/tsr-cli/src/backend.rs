@@ -193,11 +193,17 @@ impl TorchBackend {
             },
         );
         let report = report?;
-        loaded.model.save_weights_hf(out_dir)?;
-        loaded.tokenizer.save(out_dir)?;
-        loaded.generation.save(out_dir)?;
-        // The work folder holds the reference cache and timing-laden logs: not part of the model.
-        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+        // The work folder holds the reference cache and timing-laden logs: not part of the model
+        // (and saving may replace the whole folder).
+        match std::fs::remove_dir_all(&work) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", work.display()));
+            }
+            _ => {}
+        }
+        loaded
+            .model
+            .save_hf(out_dir, &loaded.tokenizer, &loaded.generation)?;
         let epochs_done = report.summary.last.as_ref().map_or(0.0, |l| l.epoch);
         let mean = |f: &dyn Fn(&tsr_dpo::StepMetrics) -> f64| {
             (!steps.is_empty()).then(|| steps.iter().map(f).sum::<f64>() / steps.len() as f64)

@@ -1,6 +1,6 @@
 //! The embedded default run (`tsr iterate --default`, `cargo xtask run-iteration`): one TSR
 //! iteration of SmolLM2-135M-Instruct on 16 instructions written for tsr, small enough for a
-//! laptop CPU (K = 2, 64-token answers, one judge sample).
+//! laptop CPU (K = 2, 48-token answers, one judge sample).
 
 use crate::config::Config;
 use crate::error::Result;

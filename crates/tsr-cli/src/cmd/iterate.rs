@@ -227,8 +227,8 @@ fn print_summary(outcome: &RunOutcome, wall: f64) {
         let c = &s["compute"];
         eprintln!(
             "{:>4}  {:>5}  {:>6}  {:>8}  {:>5}  {:>7}  {:>7}  {:>6}  {:>10}  {:>7}  {:>9}  {:>7}",
-            s["iteration"],
-            s["pairs"],
+            s["iteration"].to_string(),
+            s["pairs"].to_string(),
             fmt_opt(&s["chosen_score_mean"], 2),
             fmt_opt(&s["rejected_score_mean"], 2),
             fmt_opt(&s["score_gap"], 2),
@@ -236,10 +236,21 @@ fn print_summary(outcome: &RunOutcome, wall: f64) {
             fmt_opt(&s["chosen_from_future_share"], 2),
             fmt_opt(&s["similarity_mean"], 3),
             fmt_opt(&s["dpo"]["reward_margin"], 4),
-            c["tokens_generated"],
-            c["tokens_judged"],
-            c["tokens_trained"],
+            c["tokens_generated"].to_string(),
+            c["tokens_judged"].to_string(),
+            c["tokens_trained"].to_string(),
         );
+    }
+    for s in &outcome.summaries {
+        if s["pairs"].as_u64() == Some(0) {
+            eprintln!(
+                "note: iteration {} kept no preference pairs (drop reasons: {}), so nothing was trained. \
+                 Most often the judge gave no parsable `Score:`: the seed model must be able to judge \
+                 (the papers fine-tune it on EFT data first); see iter-NNN/judge-*/ and docs/configuration.md.",
+                s["iteration"],
+                s["curation"]["phase1"]["dropped"]
+            );
+        }
     }
     eprintln!();
     eprintln!(
