@@ -172,7 +172,10 @@ impl TorchBackend {
             .iter()
             .map(|t| (t.chosen.ids.len() + t.rejected.ids.len()) as u64)
             .sum();
-        let work = out_dir.join("dpo-work");
+        // The trainer's work folder (reference cache, step log, checkpoints when the `[dpo]`
+        // section sets `checkpoint_every`) sits beside the model folder, so a crashed training
+        // resumes from its last checkpoint when the loop retries the stage.
+        let work = out_dir.with_extension("dpo-work");
         let mut steps: Vec<tsr_dpo::StepMetrics> = Vec::new();
         let report = tsr_dpo::train_dpo(
             &mut loaded.model,
@@ -193,8 +196,7 @@ impl TorchBackend {
             },
         );
         let report = report?;
-        // The work folder holds the reference cache and timing-laden logs: not part of the model
-        // (and saving may replace the whole folder).
+        // The work folder holds the reference cache and timing-laden logs: not part of the run.
         match std::fs::remove_dir_all(&work) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", work.display()));
