@@ -14,6 +14,11 @@
 //! `num_tokens` definition; reference precomputation excluded on both sides). Peak RSS = the
 //! process's high-water mark (`VmHWM` / `ru_maxrss`), loading included.
 //! Goals: tsr/TRL tokens/s >= 1.5, tsr/TRL peak RSS <= 0.5.
+//!
+//! Knobs: `TSR_DPO_BENCH_MICRO` = pairs per forward on the tsr side (4 = one forward per step;
+//! 1 = four accumulated forwards of one pair, same optimizer batch); `TSR_DPO_BENCH_CONCURRENT=1`
+//! runs both sides at the same time (use it on a shared, loaded machine: both see the same load);
+//! `TSR_DPO_BENCH_ONLY=tsr|trl`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -151,9 +156,18 @@ fn child_export(dir: &Path) {
 
 fn child_tsr(pairs: &Path, model_dir: &Path) {
     let mut loaded = tsr_model::load(model_dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    // Pairs per forward (TSR_DPO_BENCH_MICRO, default 4); the optimizer batch stays 4 pairs.
+    let micro: usize = std::env::var("TSR_DPO_BENCH_MICRO")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    assert!(
+        micro > 0 && 4 % micro == 0,
+        "TSR_DPO_BENCH_MICRO must divide 4"
+    );
     let cfg = DpoConfig {
-        batch_size: 4,
-        gradient_accumulation_steps: 1,
+        batch_size: micro,
+        gradient_accumulation_steps: 4 / micro,
         epochs: 1,
         beta: 0.1,
         learning_rate: 1e-6,
@@ -189,7 +203,7 @@ fn child_tsr(pairs: &Path, model_dir: &Path) {
     println!(
         "RESULT {}",
         serde_json::json!({"tokens": tokens.round(), "seconds": secs, "tokens_per_s": tokens / secs, "steps": sink.0.len(),
-            "peak_rss_mb": vm_hwm_mb(), "losses": losses, "threads": tch::get_num_threads()})
+            "peak_rss_mb": vm_hwm_mb(), "losses": losses, "threads": tch::get_num_threads(), "pairs_per_forward": micro})
     );
 }
 
@@ -234,6 +248,25 @@ fn main() {
         assert!(st.success(), "exporting the model failed");
     }
     let only = std::env::var("TSR_DPO_BENCH_ONLY").unwrap_or_default();
+    if std::env::var("TSR_DPO_BENCH_CONCURRENT").as_deref() == Ok("1") {
+        // Both sides at once, so that they share whatever else loads the machine.
+        let tsr = Command::new(&exe)
+            .env("TSR_DPO_BENCH_CHILD", "tsr")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let trl = trl_command(&dir, &pairs, &model_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let a = result(&tsr.wait_with_output().unwrap(), "tsr");
+        let b = result(&trl.wait_with_output().unwrap(), "trl");
+        println!("dpo_train/tsr: {a}");
+        println!("dpo_train/trl: {b}");
+        report(&a, &b);
+        return;
+    }
     let tsr = (only != "trl").then(|| {
         let out = Command::new(&exe)
             .env("TSR_DPO_BENCH_CHILD", "tsr")
@@ -245,32 +278,39 @@ fn main() {
         r
     });
     let trl = (only != "tsr").then(|| {
-        let python = std::env::var_os("TSR_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tsr_model::tsr_home().join("venv-torch-2.11.0/bin/python"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/dpo_ref.py");
-        let out = Command::new(python)
-            .arg(script)
-            .arg(&pairs)
-            .arg(&model_dir)
-            .arg(dir.join("trl-out"))
-            .env("TQDM_DISABLE", "1")
-            .output()
-            .unwrap();
+        let out = trl_command(&dir, &pairs, &model_dir).output().unwrap();
         let r = result(&out, "trl");
         println!("dpo_train/trl: {r}");
         r
     });
     if let (Some(a), Some(b)) = (tsr, trl) {
-        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
-        println!(
-            "dpo_train: tsr/trl training tokens/s = {:.2} (goal >= 1.5; tsr {:.1}, trl {:.1}), peak RSS = {:.2} (goal <= 0.5; tsr {:.0} MB, trl {:.0} MB)",
-            f(&a, "tokens_per_s") / f(&b, "tokens_per_s"),
-            f(&a, "tokens_per_s"),
-            f(&b, "tokens_per_s"),
-            f(&a, "peak_rss_mb") / f(&b, "peak_rss_mb"),
-            f(&a, "peak_rss_mb"),
-            f(&b, "peak_rss_mb"),
-        );
+        report(&a, &b);
     }
+}
+
+fn trl_command(dir: &Path, pairs: &Path, model_dir: &Path) -> Command {
+    let python = std::env::var_os("TSR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tsr_model::tsr_home().join("venv-torch-2.11.0/bin/python"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/dpo_ref.py");
+    let mut c = Command::new(python);
+    c.arg(script)
+        .arg(pairs)
+        .arg(model_dir)
+        .arg(dir.join("trl-out"))
+        .env("TQDM_DISABLE", "1");
+    c
+}
+
+fn report(a: &serde_json::Value, b: &serde_json::Value) {
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    println!(
+        "dpo_train: tsr/trl training tokens/s = {:.2} (goal >= 1.5; tsr {:.1}, trl {:.1}), peak RSS = {:.2} (goal <= 0.5; tsr {:.0} MB, trl {:.0} MB)",
+        f(a, "tokens_per_s") / f(b, "tokens_per_s"),
+        f(a, "tokens_per_s"),
+        f(b, "tokens_per_s"),
+        f(a, "peak_rss_mb") / f(b, "peak_rss_mb"),
+        f(a, "peak_rss_mb"),
+        f(b, "peak_rss_mb"),
+    );
 }

@@ -52,7 +52,7 @@ fn adamw_with_clipping_matches_torch() {
         let mut surrogate = Tensor::zeros([], (Kind::Double, tch::Device::Cpu));
         for (k, t) in &handles {
             let gr = Tensor::from_slice(&g.grads[step][k]).reshape(g.shapes[k].as_slice());
-            surrogate = surrogate + (t * gr).sum(Kind::Double);
+            surrogate += (t * gr).sum(Kind::Double);
         }
         surrogate.backward();
         let norm = opt.grad_norm().unwrap();
