@@ -12,6 +12,20 @@
 //! 4. rows that finished are dropped from the cache and every per-row tensor (index_select), so
 //!    finished sequences stop costing compute.
 //!
+//! What a [`Sample`] holds:
+//! - `token_ids`: every generated token, including the EOS token when the finish reason is `eos`
+//!   (as in transformers' `sequences`), and for `stop` every token up to the one that completed
+//!   the stop string;
+//! - `text`: the generated tokens decoded with special tokens skipped, without the EOS token, and
+//!   cut before the first stop string for `stop`;
+//! - `logprobs` (optional): see [`LogprobMode`]; `Processed` gives the log-probability under the
+//!   distribution the token was actually drawn from (transformers' processed `scores`).
+//!
+//! Randomness: sample `j` of a request with seed `s` uses its own ChaCha20 stream `(s, j)` and one
+//! uniform per step, so its tokens do not depend on the other requests in the call, the chunking,
+//! or the position of the request (up to float rounding differences between batch shapes, which
+//! the tests check do not change tokens on a tiny model).
+//!
 //! Requests are cut into chunks of at most `max_batch_rows` rows and `max_batch_tokens` tokens
 //! (rows x (longest prompt + max_new_tokens)), which bounds the KV cache memory.
 
