@@ -75,6 +75,37 @@ pub fn token_logprobs(logits: &Tensor, tokens: &Tensor) -> Result<Tensor, Sample
         .during(during)
 }
 
+/// Inverse-CDF sampling over candidate sets, in vocabulary order (so the result is the one
+/// [`sample_inverse_cdf`] gives on the dense processed logits). Returns the chosen token ids `[N]`
+/// and their log-probabilities under the processed distribution `[N]`.
+pub fn sample_candidates(
+    c: &crate::processors::Candidates,
+    uniforms: &[f64],
+) -> Result<(Tensor, Tensor), SampleError> {
+    let during = "sampling candidates";
+    let (ids, logits) = if c.whole_vocab {
+        (c.ids.shallow_clone(), c.logits.shallow_clone())
+    } else {
+        let (ids, perm) = c.ids.f_sort(-1, false).during(during)?;
+        (ids, c.logits.f_gather(-1, &perm, false).during(during)?)
+    };
+    let pos = sample_inverse_cdf(&logits, uniforms)?;
+    let pos = pos.f_unsqueeze(-1).during(during)?;
+    let tokens = ids
+        .f_gather(-1, &pos, false)
+        .during(during)?
+        .f_squeeze_dim(-1)
+        .during(during)?;
+    let lp = logits
+        .f_log_softmax(-1, Kind::Float)
+        .during(during)?
+        .f_gather(-1, &pos, false)
+        .during(during)?
+        .f_squeeze_dim(-1)
+        .during(during)?;
+    Ok((tokens, lp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,35 +183,4 @@ mod tests {
             assert!((f - p as f64).abs() < 0.03, "{counts:?}");
         }
     }
-}
-
-/// Inverse-CDF sampling over candidate sets, in vocabulary order (so the result is the one
-/// [`sample_inverse_cdf`] gives on the dense processed logits). Returns the chosen token ids `[N]`
-/// and their log-probabilities under the processed distribution `[N]`.
-pub fn sample_candidates(
-    c: &crate::processors::Candidates,
-    uniforms: &[f64],
-) -> Result<(Tensor, Tensor), SampleError> {
-    let during = "sampling candidates";
-    let (ids, logits) = if c.whole_vocab {
-        (c.ids.shallow_clone(), c.logits.shallow_clone())
-    } else {
-        let (ids, perm) = c.ids.f_sort(-1, false).during(during)?;
-        (ids, c.logits.f_gather(-1, &perm, false).during(during)?)
-    };
-    let pos = sample_inverse_cdf(&logits, uniforms)?;
-    let pos = pos.f_unsqueeze(-1).during(during)?;
-    let tokens = ids
-        .f_gather(-1, &pos, false)
-        .during(during)?
-        .f_squeeze_dim(-1)
-        .during(during)?;
-    let lp = logits
-        .f_log_softmax(-1, Kind::Float)
-        .during(during)?
-        .f_gather(-1, &pos, false)
-        .during(during)?
-        .f_squeeze_dim(-1)
-        .during(during)?;
-    Ok((tokens, lp))
 }
