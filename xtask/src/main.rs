@@ -73,9 +73,14 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// The workspace root (the parent of this crate's folder).
+/// The workspace root (the parent of this crate's folder). `cargo run` sets CARGO_MANIFEST_DIR
+/// at run time too; it wins over the compile-time value because one xtask binary in a target
+/// folder shared by several checkouts (CI's cache) may have been built from another checkout.
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
@@ -87,7 +92,10 @@ const TORCH_FREE: &[&str] = &["tsr-judge", "tsr-curate", "tsr-loop"];
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let t0 = Instant::now();
     setup::libtorch(root)?;
-    step("rustfmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "rustfmt",
+        cargo(root).args(["fmt", "--all", "--", "--check"]),
+    )?;
     check_boundaries(root)?;
     step(
         "clippy",
@@ -140,7 +148,10 @@ fn check_boundaries(root: &Path) -> Result<()> {
             bail!("boundary violated: {krate} depends on libtorch ({line}); see ARCHITECTURE.md");
         }
     }
-    println!("xtask: boundaries hold ({} are free of tch)", TORCH_FREE.join(", "));
+    println!(
+        "xtask: boundaries hold ({} are free of tch)",
+        TORCH_FREE.join(", ")
+    );
     Ok(())
 }
 

@@ -48,7 +48,10 @@ pub fn libtorch(root: &Path) -> Result<()> {
         .filter(|p| p != &root.join(".libtorch"));
     if let Some(dir) = user_libtorch {
         check_libtorch_dir(&dir, "the LIBTORCH environment variable")?;
-        println!("xtask setup: using LIBTORCH={} (torch {TORCH_VERSION})", dir.display());
+        println!(
+            "xtask setup: using LIBTORCH={} (torch {TORCH_VERSION})",
+            dir.display()
+        );
         return Ok(());
     }
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
@@ -61,8 +64,15 @@ pub fn libtorch(root: &Path) -> Result<()> {
                 python.to_string_lossy()
             )
         })?;
-        check_version(&version, &dir, "the Python found on PATH (LIBTORCH_USE_PYTORCH)")?;
-        println!("xtask setup: using the PyTorch of {}", python.to_string_lossy());
+        check_version(
+            &version,
+            &dir,
+            "the Python found on PATH (LIBTORCH_USE_PYTORCH)",
+        )?;
+        println!(
+            "xtask setup: using the PyTorch of {}",
+            python.to_string_lossy()
+        );
         return Ok(());
     }
 
@@ -72,18 +82,24 @@ pub fn libtorch(root: &Path) -> Result<()> {
         Ok((version, dir)) if base_version(&version) == TORCH_VERSION => dir,
         found => {
             if let Ok((version, _)) = &found {
-                println!("xtask setup: {} has torch {version}; reinstalling {TORCH_VERSION}", venv.display());
+                println!(
+                    "xtask setup: {} has torch {version}; reinstalling {TORCH_VERSION}",
+                    venv.display()
+                );
             }
             install_torch(&venv)?;
-            let (version, dir) = python_torch(&python)
-                .context("torch was installed but cannot be imported")?;
+            let (version, dir) =
+                python_torch(&python).context("torch was installed but cannot be imported")?;
             check_version(&version, &dir, "the freshly installed environment")?;
             dir
         }
     };
     check_libtorch_dir(&torch_dir, "the tsr torch environment")?;
     link(root, &torch_dir)?;
-    println!("xtask setup: libtorch {TORCH_VERSION} ready at {}", torch_dir.display());
+    println!(
+        "xtask setup: libtorch {TORCH_VERSION} ready at {}",
+        torch_dir.display()
+    );
     Ok(())
 }
 
@@ -207,11 +223,13 @@ fn check_libtorch_dir(dir: &Path, origin: &str) -> Result<()> {
         .ok()
         .map(|s| s.trim().to_string())
         .or_else(|| {
-            std::fs::read_to_string(dir.join("version.py")).ok().and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("__version__ = "))
-                    .map(|v| v.trim().trim_matches('\'').trim_matches('"').to_string())
-            })
+            std::fs::read_to_string(dir.join("version.py"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("__version__ = "))
+                        .map(|v| v.trim().trim_matches('\'').trim_matches('"').to_string())
+                })
         });
     match version {
         Some(v) => check_version(&v, dir, origin),
@@ -273,7 +291,9 @@ fn python3() -> Result<PathBuf> {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("could not run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }

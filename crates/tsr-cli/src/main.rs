@@ -8,7 +8,11 @@ mod logging;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tsr", version, about = "Self-Rewarding and Temporal Self-Rewarding language models")]
+#[command(
+    name = "tsr",
+    version,
+    about = "Self-Rewarding and Temporal Self-Rewarding language models"
+)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `tsr_loop=debug`. `TSR_LOG` also works.
     #[arg(long, global = true)]

@@ -53,11 +53,18 @@ pub fn run(args: Args) -> Result<()> {
             "not available (CPU only)".to_string()
         }
     );
-    println!("threads      {} intra-op, {} inter-op", tch::get_num_threads(), tch::get_num_interop_threads());
+    println!(
+        "threads      {} intra-op, {} inter-op",
+        tch::get_num_threads(),
+        tch::get_num_interop_threads()
+    );
     if let Some(lib) = &lib {
         println!("libtorch at  {}", lib.display());
     }
-    println!("tsr home     {} (models, caches; set TSR_HOME to move it)", tsr_home().display());
+    println!(
+        "tsr home     {} (models, caches; set TSR_HOME to move it)",
+        tsr_home().display()
+    );
     Ok(())
 }
 
