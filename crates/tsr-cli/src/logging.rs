@@ -1,5 +1,7 @@
 //! The one tracing subscriber of the project (libraries only emit events).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(filter: Option<&str>) {
@@ -10,6 +12,8 @@ pub fn init(filter: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs sent to a file or CI stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
