@@ -1,13 +1,9 @@
-use crate::tsr;
+use crate::{assert_success, tsr};
 
 #[test]
 fn doctor_reports_torch_2_11_and_cpu() {
     let out = tsr().args(["doctor", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["libtorch"].as_str().unwrap().split('+').next(),

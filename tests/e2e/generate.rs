@@ -1,6 +1,6 @@
 //! `tsr generate` end to end on the built-in SmolLM2-135M-Instruct.
 
-use crate::tsr;
+use crate::{assert_success, tsr};
 
 fn fixture_cases() -> serde_json::Value {
     let text = std::fs::read_to_string(concat!(
@@ -43,11 +43,7 @@ fn generate_writes_json_lines_matching_transformers_greedy() {
         .arg(&out_path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(out.stdout.is_empty());
     let text = std::fs::read_to_string(&out_path).unwrap();
     let rows: Vec<serde_json::Value> = text
@@ -82,11 +78,7 @@ fn generate_single_prompt_to_stdout_is_seeded() {
             .args(["--max-new-tokens", "6", "--n", "2", "--seed", seed])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         String::from_utf8(out.stdout).unwrap()
     };
     let a = run("3");

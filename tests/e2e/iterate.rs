@@ -1,7 +1,7 @@
 //! `tsr iterate` with the hidden deterministic fake backend (no model needed): the command line,
 //! the run folder, resume, and input errors.
 
-use crate::tsr;
+use crate::{assert_success, tsr};
 use std::path::Path;
 
 fn write_run(dir: &Path, extra: &str) -> std::path::PathBuf {
@@ -43,11 +43,7 @@ fn iterate_runs_and_resumes_with_the_fake_backend() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         before,
         std::fs::read(run.join("iter-002/pairs-2.jsonl")).unwrap()

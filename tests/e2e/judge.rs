@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::tsr;
+use crate::{assert_success, tsr};
 
 fn rows(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -39,11 +39,7 @@ fn verifier_scores_final_numbers_and_passes_fields_through() {
         .arg(&out_path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let rows = rows(&out_path);
     assert_eq!(rows.len(), 3);
     assert_eq!(
@@ -125,11 +121,7 @@ fn llm_judge_on_smollm2_keeps_every_sample_and_is_seeded() {
             .arg(&verdicts)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         (rows(&out_path), rows(&verdicts))
     };
     let (a, va) = run("a.jsonl");

@@ -12,3 +12,13 @@ use std::process::Command;
 pub fn tsr() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tsr"))
 }
+
+/// Fails the test with the command's stderr when it did not succeed.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
