@@ -4,22 +4,13 @@
 
 use anyhow::Result;
 use std::path::PathBuf;
+use tsr_model::tsr_home;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// Where tsr keeps downloaded models and other caches: `TSR_HOME`, else `~/.cache/tsr`.
-pub fn tsr_home() -> PathBuf {
-    if let Some(p) = std::env::var_os("TSR_HOME") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache").join("tsr"))
-        .unwrap_or_else(|| PathBuf::from(".tsr"))
 }
 
 pub fn run(args: Args) -> Result<()> {
