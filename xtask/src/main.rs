@@ -40,7 +40,9 @@ enum Cmd {
     },
     /// Set up (with the Python references), then run the benchmarks.
     Bench {
-        /// Only the benchmarks whose name contains this.
+        /// Only this benchmark target: prefill, generate, dpo_train, logprob_memory, loss, parse.
+        /// (Several benchmarks have their own harness and ignore name filters, so the choice is
+        /// made by target.)
         filter: Option<String>,
     },
     /// Install the Python reference packages (transformers, trl, gguf) used for golden values,
@@ -177,7 +179,7 @@ fn bench(root: &Path, filter: Option<&str>) -> Result<()> {
     cmd.args(["bench", "--workspace", "--profile", "dev"]);
     cmd.env("TSR_REFERENCE_PYTHON", &python);
     if let Some(f) = filter {
-        cmd.args(["--", f]);
+        cmd.args(["--bench", f]);
     }
     step("benchmarks", &mut cmd)
 }
