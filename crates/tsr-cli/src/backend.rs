@@ -276,6 +276,8 @@ fn hash_verdict(item: &JudgeItem, seed: u64) -> Verdict {
             failure: parsed.err(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            digit_probs: None,
+            digit_mass: None,
             text,
         }],
         score: None,
@@ -294,7 +296,30 @@ impl WithMean for Verdict {
     }
 }
 
+impl TorchSettings {
+    /// What this backend records in a run folder (see `tsr_loop::Provenance`).
+    pub fn provenance(&self) -> tsr_loop::Provenance {
+        let (judge, test_doubles) = if self.hash_judge {
+            (
+                "hash judge (scores from a hash of seed, item id and response; no model)".into(),
+                vec!["hash judge".into()],
+            )
+        } else {
+            (self.judge.describe(), Vec::new())
+        };
+        tsr_loop::Provenance {
+            backend: "libtorch (tsr-model, tsr-sample, tsr-dpo)".into(),
+            judge,
+            test_doubles,
+        }
+    }
+}
+
 impl tsr_loop::Backend for TorchBackend {
+    fn provenance(&self) -> tsr_loop::Provenance {
+        self.settings.provenance()
+    }
+
     fn generate(
         &mut self,
         model: &ModelRef,

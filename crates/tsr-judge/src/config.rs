@@ -9,11 +9,66 @@ use crate::error::JudgeError;
 use crate::generate::SamplingParams;
 use crate::template::JudgeTemplate;
 
+/// How a judge turns its model's output into a score.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JudgeMode {
+    /// The paper's: sample `samples` verdicts, parse each `Score:` line, average those that parse.
+    #[default]
+    Sampled,
+    /// Sample a justification (cut at `Score:`), append `Score: ` and read the expected digit
+    /// from one forward pass; `samples` justifications, averaged.
+    Expected,
+    /// No justification: the answer is prefilled with `Score: ` and the score is the expected
+    /// digit of one forward pass (no sampling; one batched prefill judges a whole pool).
+    Direct,
+}
+
+impl JudgeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeMode::Sampled => "sampled",
+            JudgeMode::Expected => "expected",
+            JudgeMode::Direct => "direct",
+        }
+    }
+
+    /// Whether the mode reads next-token probabilities (needs a [`NextTokenProbe`](crate::NextTokenProbe)).
+    pub fn reads_probabilities(self) -> bool {
+        !matches!(self, JudgeMode::Sampled)
+    }
+}
+
+impl std::fmt::Display for JudgeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JudgeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sampled" => Ok(JudgeMode::Sampled),
+            "expected" => Ok(JudgeMode::Expected),
+            "direct" => Ok(JudgeMode::Direct),
+            other => Err(format!(
+                "unknown judge mode `{other}` (expected sampled, expected or direct)"
+            )),
+        }
+    }
+}
+
 /// The `[judge]` section of a run configuration. Defaults (the paper's, where it has them) live
 /// in the [`Default`] impl; unknown keys are rejected. Validate with [`JudgeConfig::validate`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JudgeConfig {
+    /// How verdicts become scores: `sampled` (the paper's), `expected` or `direct`.
+    pub mode: JudgeMode,
+    /// A built-in judge prompt: `additive` (the paper's additive 5-point prompt) or `short`
+    /// (tsr's short question/answer prompt for small judges). Ignored when `template_path` is set.
+    pub template: String,
     /// A judge prompt file with `{instruction}` and `{response}` placeholders; `None` uses the
     /// paper's additive 5-point prompt.
     pub template_path: Option<PathBuf>,
@@ -34,11 +89,19 @@ pub struct JudgeConfig {
     pub seed: u64,
     /// Judge prompts per generator call; 0 sends all items of a `judge` call at once.
     pub batch_size: usize,
+    /// `expected` and `direct` modes: how many of the most likely next tokens to read at the
+    /// score position (remote engines cap this, often at 20).
+    pub top_logprobs: usize,
+    /// `expected` and `direct` modes: a verdict whose probability mass on the digits 0..5 is
+    /// below this counts as unparsed (the judge did not mean to give a score).
+    pub min_digit_mass: f64,
 }
 
 impl Default for JudgeConfig {
     fn default() -> Self {
         Self {
+            mode: JudgeMode::Sampled,
+            template: "additive".into(),
             template_path: None,
             samples: 3,
             temperature: 0.7,
@@ -46,6 +109,8 @@ impl Default for JudgeConfig {
             max_new_tokens: 256,
             seed: 0,
             batch_size: 0,
+            top_logprobs: 20,
+            min_digit_mass: 0.1,
         }
     }
 }
@@ -74,11 +139,31 @@ impl JudgeConfig {
         if self.max_new_tokens == 0 {
             return Err(invalid("max_new_tokens", "must be at least 1"));
         }
+        if self.top_logprobs == 0 {
+            return Err(invalid("top_logprobs", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.min_digit_mass) {
+            return Err(invalid(
+                "min_digit_mass",
+                &format!("must be in [0, 1], got {}", self.min_digit_mass),
+            ));
+        }
         let template = match &self.template_path {
             Some(p) => JudgeTemplate::from_file(p)?,
-            None => JudgeTemplate::additive_5pt(),
+            None => JudgeTemplate::builtin(&self.template).ok_or_else(|| {
+                invalid(
+                    "template",
+                    &format!(
+                        "`{}` is not a built-in template (additive or short); use template_path for a file",
+                        self.template
+                    ),
+                )
+            })?,
         };
         Ok(JudgeSettings {
+            mode: self.mode,
+            top_logprobs: self.top_logprobs,
+            min_digit_mass: self.min_digit_mass,
             template,
             samples,
             params: SamplingParams {
@@ -96,6 +181,9 @@ impl JudgeConfig {
 /// Validated judge settings (from [`JudgeConfig::validate`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct JudgeSettings {
+    mode: JudgeMode,
+    top_logprobs: usize,
+    min_digit_mass: f64,
     template: JudgeTemplate,
     samples: NonZeroUsize,
     params: SamplingParams,
@@ -112,6 +200,44 @@ impl Default for JudgeSettings {
 }
 
 impl JudgeSettings {
+    pub fn mode(&self) -> JudgeMode {
+        self.mode
+    }
+    pub fn top_logprobs(&self) -> usize {
+        self.top_logprobs
+    }
+    pub fn min_digit_mass(&self) -> f64 {
+        self.min_digit_mass
+    }
+    /// A one-line description for run records: mode, template and the settings that matter.
+    pub fn describe(&self) -> String {
+        match self.mode {
+            JudgeMode::Sampled => format!(
+                "llm judge, mode sampled, template {}, {} sample(s) at T={} top_p={}, max_new_tokens {}",
+                self.template.origin(),
+                self.samples,
+                self.params.temperature,
+                self.params.top_p,
+                self.params.max_new_tokens
+            ),
+            JudgeMode::Expected => format!(
+                "llm judge, mode expected, template {}, {} justification(s) at T={} top_p={}, max_new_tokens {}, top_logprobs {}, min_digit_mass {}",
+                self.template.origin(),
+                self.samples,
+                self.params.temperature,
+                self.params.top_p,
+                self.params.max_new_tokens,
+                self.top_logprobs,
+                self.min_digit_mass
+            ),
+            JudgeMode::Direct => format!(
+                "llm judge, mode direct, template {}, top_logprobs {}, min_digit_mass {}",
+                self.template.origin(),
+                self.top_logprobs,
+                self.min_digit_mass
+            ),
+        }
+    }
     pub fn template(&self) -> &JudgeTemplate {
         &self.template
     }
@@ -154,6 +280,27 @@ mod tests {
         assert_eq!(s.params().max_new_tokens, 256);
         assert_eq!(s.batch_size(), None);
         assert_eq!(s.template(), &JudgeTemplate::additive_5pt());
+        assert_eq!(s.mode(), JudgeMode::Sampled);
+    }
+
+    #[test]
+    fn modes_and_templates_by_name() {
+        let c: JudgeConfig =
+            serde_json::from_str(r#"{"mode": "direct", "template": "short"}"#).unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.mode(), JudgeMode::Direct);
+        assert_eq!(s.template(), &JudgeTemplate::short());
+        assert!(s.describe().contains("mode direct"), "{}", s.describe());
+        assert!(serde_json::from_str::<JudgeConfig>(r#"{"mode": "greedy"}"#).is_err());
+        let e = JudgeConfig {
+            template: "long".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`long`"), "{e}");
+        assert_eq!("expected".parse::<JudgeMode>(), Ok(JudgeMode::Expected));
+        assert!("x".parse::<JudgeMode>().is_err());
     }
 
     #[test]
@@ -181,6 +328,14 @@ mod tests {
             },
             JudgeConfig {
                 max_new_tokens: 0,
+                ..Default::default()
+            },
+            JudgeConfig {
+                top_logprobs: 0,
+                ..Default::default()
+            },
+            JudgeConfig {
+                min_digit_mass: 1.5,
                 ..Default::default()
             },
         ];

@@ -51,6 +51,10 @@ pub enum JudgeError {
         got: usize,
     },
 
+    /// The judge mode reads next-token probabilities and the generator cannot report them.
+    #[error("judge mode `{mode}` reads next-token probabilities, but this generator cannot report them; use mode `sampled` or an engine that returns log-probs")]
+    NoProbe { mode: &'static str },
+
     /// A verifier judge got an item without a reference answer.
     #[error("item `{id}` has no reference answer (the verifier judge needs one)")]
     MissingReference { id: String },

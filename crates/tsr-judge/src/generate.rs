@@ -119,6 +119,13 @@ pub trait Generator {
         requests: &[GenRequest],
         params: &SamplingParams,
     ) -> Result<Vec<Vec<Completion>>, GenerateError>;
+
+    /// The same engine as a [`NextTokenProbe`], if it can report next-token log-probabilities
+    /// (a local model can; a remote engine can when it returns top-k log-probs). The judge modes
+    /// that read score probabilities (`expected`, `direct`) need it; the default is `None`.
+    fn as_probe(&mut self) -> Option<&mut dyn NextTokenProbe> {
+        None
+    }
 }
 
 impl<G: Generator + ?Sized> Generator for &mut G {
@@ -128,6 +135,9 @@ impl<G: Generator + ?Sized> Generator for &mut G {
         params: &SamplingParams,
     ) -> Result<Vec<Vec<Completion>>, GenerateError> {
         (**self).generate(requests, params)
+    }
+    fn as_probe(&mut self) -> Option<&mut dyn NextTokenProbe> {
+        (**self).as_probe()
     }
 }
 
@@ -139,4 +149,50 @@ impl<G: Generator + ?Sized> Generator for Box<G> {
     ) -> Result<Vec<Vec<Completion>>, GenerateError> {
         (**self).generate(requests, params)
     }
+    fn as_probe(&mut self) -> Option<&mut dyn NextTokenProbe> {
+        (**self).as_probe()
+    }
+}
+
+/// A prompt whose answer is already begun: the chat prompt is rendered with the generation
+/// prompt (the assistant turn opened), then `prefill` is appended as the start of the answer.
+/// For a [`Prompt::Text`], `prefill` is appended to the text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub prompt: Prompt,
+    pub prefill: String,
+}
+
+/// One candidate next token and its log-probability under the model (natural log, from the full,
+/// untempered distribution).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text as it decodes on its own (a remote engine may give the raw piece, such as
+    /// `▁4`, `Ġ4` or `<0x34>`; [`digit_of`](crate::probs::digit_of) understands those too).
+    pub token: String,
+    pub logprob: f64,
+    /// The token id, when the engine reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+}
+
+/// What a [`NextTokenProbe`] reports for one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// The most likely next tokens, most likely first.
+    pub top: Vec<TokenLogprob>,
+    /// Tokens of the prompt and prefill (after templating), for compute accounting.
+    pub prompt_tokens: usize,
+}
+
+/// Something that reports the most likely next tokens after a (prefilled) prompt: one forward
+/// pass per request, no sampling. A local model returns its exact top-`k`; an OpenAI-compatible
+/// engine returns its `top_logprobs` at the first generated position.
+pub trait NextTokenProbe {
+    /// For each request, in order, its `top_k` most likely next tokens.
+    fn next_token_logprobs(
+        &mut self,
+        requests: &[ProbeRequest],
+        top_k: usize,
+    ) -> Result<Vec<ProbeResult>, GenerateError>;
 }

@@ -228,6 +228,25 @@ pub fn annotate(fields: &mut JsonObject, verdict: &Verdict) {
             .map(|s| serde_json::to_value(s.finish_reason).unwrap_or(Value::Null))
             .collect(),
     );
+    // Probability modes: what fell on each score digit, per sample.
+    if verdict.samples.iter().any(|s| s.digit_mass.is_some()) {
+        fields.set(
+            "judge_digit_mass",
+            verdict
+                .samples
+                .iter()
+                .map(|s| s.digit_mass.map_or(Value::Null, Value::from))
+                .collect(),
+        );
+        fields.set(
+            "judge_digit_probs",
+            verdict
+                .samples
+                .iter()
+                .map(|s| serde_json::to_value(s.digit_probs).unwrap_or(Value::Null))
+                .collect(),
+        );
+    }
 }
 
 /// A score as JSON: a number, or `null` (also for non-finite values, which JSON lacks).

@@ -74,18 +74,20 @@ pub mod generate;
 pub mod jsonl;
 pub mod llm;
 pub mod parse;
+pub mod probs;
 pub mod template;
 pub mod verdict;
 pub mod verifier;
 
-pub use config::{JudgeConfig, JudgeSettings};
+pub use config::{JudgeConfig, JudgeMode, JudgeSettings};
 pub use error::JudgeError;
 pub use generate::{
-    ChatMessage, Completion, FinishReason, GenRequest, GenerateError, Generator, Prompt,
-    SamplingParams,
+    ChatMessage, Completion, FinishReason, GenRequest, GenerateError, Generator, NextTokenProbe,
+    ProbeRequest, ProbeResult, Prompt, SamplingParams, TokenLogprob,
 };
-pub use llm::{item_seed, LlmJudge};
+pub use llm::{item_seed, score_prefill, LlmJudge, SCORE_PREFILL};
+pub use probs::{digit_of, DigitDistribution};
 pub use parse::{mean_score, parse_score, ParseFailure, MAX_SCORE, MIN_SCORE};
-pub use template::{JudgeTemplate, ADDITIVE_5PT};
+pub use template::{JudgeTemplate, ADDITIVE_5PT, SHORT};
 pub use verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 pub use verifier::{final_number, reference_number, VerifierJudge};

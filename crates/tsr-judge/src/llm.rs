@@ -4,10 +4,13 @@ use std::fmt;
 
 use tracing::{debug, info, warn};
 
-use crate::config::{JudgeConfig, JudgeSettings};
+use crate::config::{JudgeConfig, JudgeMode, JudgeSettings};
 use crate::error::JudgeError;
-use crate::generate::{Completion, GenRequest, Generator, Prompt};
-use crate::parse::{mean_score, parse_score};
+use crate::generate::{
+    Completion, GenRequest, Generator, ProbeRequest, ProbeResult, Prompt, SamplingParams,
+};
+use crate::parse::{mean_score, parse_score, ParseFailure};
+use crate::probs::DigitDistribution;
 use crate::verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 
 /// The sampling seed of one item: a stable 64-bit hash of `(seed, id)` (FNV-1a, then the
@@ -112,15 +115,28 @@ impl<G: Generator> LlmJudge<G> {
     }
 
     fn judge_chunk(&mut self, items: &[JudgeItem]) -> Result<Vec<Verdict>, JudgeError> {
-        let rendered: Vec<String> = items.iter().map(|i| self.render(i)).collect();
+        match self.settings.mode() {
+            JudgeMode::Sampled => self.judge_sampled(items),
+            JudgeMode::Expected => self.judge_expected(items),
+            JudgeMode::Direct => self.judge_direct(items),
+        }
+    }
+
+    /// Samples `samples` completions per item with `params`; checks the counts.
+    fn sample_verdicts(
+        &mut self,
+        items: &[JudgeItem],
+        rendered: &[String],
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>, JudgeError> {
         let requests: Vec<GenRequest> = items
             .iter()
-            .zip(&rendered)
+            .zip(rendered)
             .map(|(item, text)| self.request_for(item, text.clone()))
             .collect();
         let outputs = self
             .generator
-            .generate(&requests, self.settings.params())
+            .generate(&requests, params)
             .map_err(|source| JudgeError::Generator {
                 requests: requests.len(),
                 source,
@@ -132,31 +148,178 @@ impl<G: Generator> LlmJudge<G> {
             });
         }
         let expected = self.settings.samples();
-        items
+        for (item, completions) in items.iter().zip(&outputs) {
+            if completions.len() != expected {
+                return Err(JudgeError::SampleCount {
+                    id: item.id.clone(),
+                    expected,
+                    got: completions.len(),
+                });
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Reads the next-token distribution after each prefilled judge prompt.
+    fn probe(&mut self, requests: &[ProbeRequest]) -> Result<Vec<ProbeResult>, JudgeError> {
+        let mode = self.settings.mode().as_str();
+        let top_k = self.settings.top_logprobs();
+        let probe = self
+            .generator
+            .as_probe()
+            .ok_or(JudgeError::NoProbe { mode })?;
+        let results = probe
+            .next_token_logprobs(requests, top_k)
+            .map_err(|source| JudgeError::Generator {
+                requests: requests.len(),
+                source,
+            })?;
+        if results.len() != requests.len() {
+            return Err(JudgeError::OutputCount {
+                expected: requests.len(),
+                got: results.len(),
+            });
+        }
+        Ok(results)
+    }
+
+    fn judge_sampled(&mut self, items: &[JudgeItem]) -> Result<Vec<Verdict>, JudgeError> {
+        let rendered: Vec<String> = items.iter().map(|i| self.render(i)).collect();
+        let params = self.settings.params().clone();
+        let outputs = self.sample_verdicts(items, &rendered, &params)?;
+        Ok(items
             .iter()
             .zip(rendered)
             .zip(outputs)
             .map(|((item, judge_prompt), completions)| {
-                if completions.len() != expected {
-                    return Err(JudgeError::SampleCount {
-                        id: item.id.clone(),
-                        expected,
-                        got: completions.len(),
-                    });
-                }
-                let samples: Vec<JudgeSample> = completions
+                let samples = completions
                     .into_iter()
                     .map(|c| to_sample(&item.id, c))
                     .collect();
-                let score = mean_score(samples.iter().map(|s| &s.score));
-                Ok(Verdict {
-                    id: item.id.clone(),
-                    judge_prompt: Some(judge_prompt),
-                    samples,
-                    score,
+                verdict(item, judge_prompt, samples)
+            })
+            .collect())
+    }
+
+    fn judge_direct(&mut self, items: &[JudgeItem]) -> Result<Vec<Verdict>, JudgeError> {
+        let rendered: Vec<String> = items.iter().map(|i| self.render(i)).collect();
+        let requests: Vec<ProbeRequest> = rendered
+            .iter()
+            .map(|text| ProbeRequest {
+                prompt: Prompt::user(text.clone()),
+                prefill: SCORE_PREFILL.into(),
+            })
+            .collect();
+        let results = self.probe(&requests)?;
+        let threshold = self.settings.min_digit_mass();
+        Ok(items
+            .iter()
+            .zip(rendered)
+            .zip(results)
+            .map(|((item, judge_prompt), r)| {
+                let sample = probed_sample(&item.id, SCORE_PREFILL.into(), None, 0, &r, threshold);
+                verdict(item, judge_prompt, vec![sample])
+            })
+            .collect())
+    }
+
+    fn judge_expected(&mut self, items: &[JudgeItem]) -> Result<Vec<Verdict>, JudgeError> {
+        let rendered: Vec<String> = items.iter().map(|i| self.render(i)).collect();
+        let mut params = self.settings.params().clone();
+        params.stop.push(SCORE_STOP.into());
+        let outputs = self.sample_verdicts(items, &rendered, &params)?;
+        let requests: Vec<ProbeRequest> = rendered
+            .iter()
+            .zip(&outputs)
+            .flat_map(|(text, completions)| {
+                completions.iter().map(move |c| ProbeRequest {
+                    prompt: Prompt::user(text.clone()),
+                    prefill: score_prefill(&c.text),
                 })
             })
-            .collect()
+            .collect();
+        let mut results = self.probe(&requests)?.into_iter();
+        let threshold = self.settings.min_digit_mass();
+        Ok(items
+            .iter()
+            .zip(rendered)
+            .zip(outputs)
+            .map(|((item, judge_prompt), completions)| {
+                let samples = completions
+                    .into_iter()
+                    .zip(results.by_ref())
+                    .map(|(c, r)| {
+                        probed_sample(
+                            &item.id,
+                            c.text,
+                            Some(c.finish_reason),
+                            c.token_ids.len(),
+                            &r,
+                            threshold,
+                        )
+                    })
+                    .collect();
+                verdict(item, judge_prompt, samples)
+            })
+            .collect())
+    }
+}
+
+/// The start of the judge's answer in `direct` mode, and what `expected` mode appends to a
+/// justification: the score digit comes next.
+pub const SCORE_PREFILL: &str = "Score: ";
+/// Where `expected` mode cuts a sampled justification.
+const SCORE_STOP: &str = "Score:";
+
+/// The answer prefill of `expected` mode: the justification, then a `Score: ` line.
+pub fn score_prefill(justification: &str) -> String {
+    let j = justification.trim_end();
+    if j.is_empty() {
+        SCORE_PREFILL.to_string()
+    } else {
+        format!("{j}\n{SCORE_PREFILL}")
+    }
+}
+
+fn verdict(item: &JudgeItem, judge_prompt: String, samples: Vec<JudgeSample>) -> Verdict {
+    let score = mean_score(samples.iter().map(|s| &s.score));
+    Verdict {
+        id: item.id.clone(),
+        judge_prompt: Some(judge_prompt),
+        samples,
+        score,
+    }
+}
+
+/// A sample scored from the digit probabilities of `r`.
+fn probed_sample(
+    id: &str,
+    text: String,
+    finish_reason: Option<crate::generate::FinishReason>,
+    completion_tokens: usize,
+    r: &ProbeResult,
+    threshold: f64,
+) -> JudgeSample {
+    let dist = DigitDistribution::from_top(&r.top);
+    let parsed = match dist.expected() {
+        Some(e) if dist.mass >= threshold => Ok(e),
+        _ => Err(ParseFailure::LowDigitMass {
+            mass: dist.mass,
+            threshold,
+        }),
+    };
+    if let Err(failure) = &parsed {
+        debug!(id, %failure, "judge verdict has too little mass on the digits");
+    }
+    JudgeSample {
+        text,
+        finish_reason,
+        score: parsed.as_ref().ok().copied(),
+        failure: parsed.err(),
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens,
+        digit_probs: Some(dist.probs),
+        digit_mass: Some(dist.mass),
     }
 }
 
@@ -172,6 +335,8 @@ fn to_sample(id: &str, c: Completion) -> JudgeSample {
         prompt_tokens: c.prompt_tokens,
         completion_tokens: c.token_ids.len(),
         text: c.text,
+        digit_probs: None,
+        digit_mass: None,
     }
 }
 

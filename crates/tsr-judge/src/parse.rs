@@ -66,6 +66,9 @@ pub enum ParseFailure {
     /// The last score statement names a range or several values (`3-4`, `3 or 4`).
     #[error("ambiguous score statement {statement:?}")]
     Ambiguous { statement: String },
+    /// Probability judging: too little of the next-token distribution fell on the digits 0..5.
+    #[error("only {mass:.3} of the probability is on the digits 0..5 (threshold {threshold})")]
+    LowDigitMass { mass: f64, threshold: f64 },
 }
 
 /// The start of a score statement: the word and its separator.

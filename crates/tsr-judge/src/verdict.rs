@@ -61,6 +61,13 @@ pub struct JudgeSample {
     /// Generated tokens; 0 for judges that do not generate.
     #[serde(default)]
     pub completion_tokens: usize,
+    /// Probability judging (`expected`, `direct`): the probability of each score digit 0..5 at
+    /// the score position, summed over the token ids of the digit (not normalised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digit_probs: Option<[f64; crate::probs::DIGITS]>,
+    /// Probability judging: the sum of `digit_probs`, the share of the distribution on a score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digit_mass: Option<f64>,
 }
 
 impl JudgeSample {
@@ -97,7 +104,7 @@ impl Verdict {
 }
 
 /// Counts over verdicts, for logs and `metrics.jsonl`. Add batches with [`JudgeStats::add`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JudgeStats {
     /// Items judged.
     pub items: usize,
@@ -119,6 +126,15 @@ pub struct JudgeStats {
     pub prompt_tokens: usize,
     /// Generated tokens over all samples.
     pub completion_tokens: usize,
+    /// Samples scored from probabilities (they carry a `digit_mass`).
+    #[serde(default)]
+    pub probed_samples: usize,
+    /// Sum of `digit_mass` over probed samples (the mean is [`JudgeStats::digit_mass_mean`]).
+    #[serde(default)]
+    pub digit_mass_sum: f64,
+    /// Smallest `digit_mass` of a probed sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digit_mass_min: Option<f64>,
 }
 
 impl JudgeStats {
@@ -148,6 +164,11 @@ impl JudgeStats {
                 }
                 s.prompt_tokens += x.prompt_tokens;
                 s.completion_tokens += x.completion_tokens;
+                if let Some(m) = x.digit_mass {
+                    s.probed_samples += 1;
+                    s.digit_mass_sum += m;
+                    s.digit_mass_min = Some(s.digit_mass_min.map_or(m, |v| v.min(m)));
+                }
             }
         }
         s
@@ -165,6 +186,17 @@ impl JudgeStats {
         self.unfinished_unparsed_samples += other.unfinished_unparsed_samples;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
+        self.probed_samples += other.probed_samples;
+        self.digit_mass_sum += other.digit_mass_sum;
+        self.digit_mass_min = match (self.digit_mass_min, other.digit_mass_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Mean `digit_mass` of the probed samples; `None` when there were none.
+    pub fn digit_mass_mean(&self) -> Option<f64> {
+        (self.probed_samples > 0).then(|| self.digit_mass_sum / self.probed_samples as f64)
     }
 }
 

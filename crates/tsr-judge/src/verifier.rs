@@ -154,6 +154,8 @@ impl VerifierJudge {
             failure: None,
             prompt_tokens: 0,
             completion_tokens: 0,
+            digit_probs: None,
+            digit_mass: None,
         };
         Ok(Verdict {
             id: item.id.clone(),

@@ -64,6 +64,22 @@ pub struct TrainReport {
     pub steps_log: Vec<serde_json::Value>,
 }
 
+/// How a run's numbers are produced, recorded in the run folder (`provenance.json`) and in every
+/// iteration summary. A run resumed with a backend of a different provenance is refused, so one
+/// run folder never mixes two judges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// What generates and trains (for example `libtorch (tsr-sample, tsr-dpo)`).
+    pub backend: String,
+    /// What judges, with the settings that change scores (mode, template, samples).
+    pub judge: String,
+    /// Test doubles in use (a hash judge, a fake backend). When this is not empty, the run's
+    /// scores, pairs or models are not real results, and the summaries say so.
+    #[serde(default)]
+    pub test_doubles: Vec<String>,
+}
+
 /// Everything the loop needs from real models.
 ///
 /// Every method must be deterministic given its inputs (seeds included) for a resumed run to
@@ -105,6 +121,9 @@ pub trait Backend {
         model: &ModelRef,
         pairs: &[TrainPair],
     ) -> Result<Vec<f64>, BackendError>;
+
+    /// What this backend is and how it judges (see [`Provenance`]).
+    fn provenance(&self) -> Provenance;
 }
 
 impl<B: Backend + ?Sized> Backend for &mut B {
@@ -139,6 +158,9 @@ impl<B: Backend + ?Sized> Backend for &mut B {
         pairs: &[TrainPair],
     ) -> Result<Vec<f64>, BackendError> {
         (**self).representation_similarity(model, pairs)
+    }
+    fn provenance(&self) -> Provenance {
+        (**self).provenance()
     }
 }
 

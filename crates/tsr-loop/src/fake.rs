@@ -179,6 +179,8 @@ impl Backend for FakeBackend {
                         let parsed = tsr_judge::parse_score(&text);
                         JudgeSample {
                             completion_tokens: text.len() / 3,
+                            digit_probs: None,
+                            digit_mass: None,
                             prompt_tokens: 40 + it.prompt.len() / 4 + it.response.len() / 4,
                             finish_reason: Some(FinishReason::Eos),
                             score: parsed.as_ref().ok().copied(),
@@ -264,5 +266,13 @@ impl Backend for FakeBackend {
                     / 1000.0
             })
             .collect())
+    }
+
+    fn provenance(&self) -> crate::Provenance {
+        crate::Provenance {
+            backend: "fake backend (tsr-loop's test double: no model)".into(),
+            judge: "fake judge (scores from a hash of the response)".into(),
+            test_doubles: vec!["fake backend".into(), "hash judge".into()],
+        }
     }
 }

@@ -18,7 +18,9 @@ pub mod records;
 pub mod run;
 pub mod seed;
 
-pub use backend::{Backend, Event, ModelRef, NoObserver, Observer, TrainPair, TrainReport};
+pub use backend::{
+    Backend, Event, ModelRef, NoObserver, Observer, Provenance, TrainPair, TrainReport,
+};
 pub use config::{Config, FuturePrompts, LoopSection, Method, RunSection};
 pub use error::{BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};

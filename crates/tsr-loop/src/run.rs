@@ -27,7 +27,7 @@
 //!     done/STAGE.json   stage markers
 //! ```
 
-use crate::backend::{Backend, Event, ModelRef, Observer, TrainPair, TrainReport};
+use crate::backend::{Backend, Event, ModelRef, Observer, Provenance, TrainPair, TrainReport};
 use crate::config::{Config, FuturePrompts, Method, Resolved};
 use crate::error::{io, LoopError, Result};
 use crate::fsio;
@@ -354,6 +354,7 @@ impl Run {
         obs: &mut dyn Observer,
     ) -> Result<RunOutcome> {
         self.recover()?;
+        self.check_provenance(&backend.provenance())?;
         let method = self.config.run.method;
         let n = self.config.run.iterations;
         for it in 1..=n {
@@ -412,6 +413,39 @@ impl Run {
             state,
             summaries,
         })
+    }
+
+    /// Record the backend's provenance on the first execution; refuse a different one later.
+    fn check_provenance(&self, now: &Provenance) -> Result<()> {
+        let path = self.dir.join("provenance.json");
+        if !path.exists() {
+            return fsio::write_json(&path, now);
+        }
+        let then: Provenance = fsio::read_json(&path)?;
+        if &then != now {
+            return Err(LoopError::RunDir {
+                path: self.dir.clone(),
+                message: format!(
+                    "was produced with {} and judge `{}`{}; resuming it with {} and judge `{}`{} would mix two ways of scoring in one run (start a new run, or resume with the original settings)",
+                    then.backend,
+                    then.judge,
+                    doubles(&then),
+                    now.backend,
+                    now.judge,
+                    doubles(now),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn provenance(&self) -> Result<Option<Provenance>> {
+        let path = self.dir.join("provenance.json");
+        if path.exists() {
+            Ok(Some(fsio::read_json(&path)?))
+        } else {
+            Ok(None)
+        }
     }
 
     /// Remove what a crash may have left half-written: temporary files and partial model
@@ -1131,9 +1165,17 @@ impl Run {
                 .get(&s)
                 .map(|d| json!({"kept": d["kept"], "dropped": d["dropped"], "pairs": d["pairs"]}))
         };
+        let provenance = self.provenance()?;
+        let doubles_used = provenance
+            .as_ref()
+            .map(|p| p.test_doubles.clone())
+            .unwrap_or_default();
         let summary = json!({
             "iteration": it,
             "method": method.as_str(),
+            "provenance": provenance,
+            "test_doubles": doubles_used,
+            "results_are_real": doubles_used.is_empty(),
             "prompts": self.iteration_prompts(it).len(),
             "model": self.current_model(it)?.name,
             "trained_model": train(Stage::Train)["model"],
@@ -1172,6 +1214,15 @@ type PoolData = (
     HashMap<String, GenerationRecord>,
     HashMap<String, VerdictRecord>,
 );
+
+/// ` (test doubles: ...)` when a provenance lists any.
+fn doubles(p: &Provenance) -> String {
+    if p.test_doubles.is_empty() {
+        String::new()
+    } else {
+        format!(" (test doubles: {})", p.test_doubles.join(", "))
+    }
+}
 
 fn iter_name(it: u32) -> String {
     format!("iter-{it:03}")

@@ -7,6 +7,7 @@
 //!   compaction, EOS / stop-string / length stops; implements [`tsr_judge::Generator`].
 
 pub mod error;
+pub mod probe;
 pub mod processors;
 pub mod sampler;
 pub mod select;

@@ -110,10 +110,10 @@ type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
 
 /// Batched sampler over a model and its tokenizer.
 pub struct Sampler<'a> {
-    model: &'a Model,
-    tokenizer: &'a ChatTokenizer,
+    pub(crate) model: &'a Model,
+    pub(crate) tokenizer: &'a ChatTokenizer,
     eos: BTreeSet<u32>,
-    options: SamplerOptions,
+    pub(crate) options: SamplerOptions,
     progress: Option<ProgressFn<'a>>,
 }
 
@@ -595,5 +595,9 @@ impl Generator for Sampler<'_> {
             .into_iter()
             .map(|v| v.into_iter().map(|s| s.completion).collect())
             .collect())
+    }
+
+    fn as_probe(&mut self) -> Option<&mut dyn tsr_judge::NextTokenProbe> {
+        Some(self)
     }
 }

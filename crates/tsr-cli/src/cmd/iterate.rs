@@ -40,13 +40,15 @@ pub struct Args {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Use the deterministic fake backend of tsr-loop instead of real models (testing the
-    /// command and the run folder without a model).
-    #[arg(long, hide = true)]
+    /// TEST DOUBLE: tsr-loop's deterministic fake backend instead of real models (tests the
+    /// command and the run folder without a model). Nothing in such a run is a real result; the
+    /// run folder's provenance.json and summaries say so.
+    #[arg(long)]
     fake_backend: bool,
-    /// Real models, but scores from a hash instead of the LLM judge: checks sampling, DPO and
-    /// the similarity measure with a model that cannot judge. The scores mean nothing.
-    #[arg(long, hide = true)]
+    /// TEST DOUBLE: real models, but scores from a hash instead of the LLM judge (checks
+    /// sampling, DPO and the similarity measure without a judge). The scores mean nothing; the
+    /// run folder's provenance.json and summaries say so.
+    #[arg(long, conflicts_with = "fake_backend")]
     hash_judge: bool,
 }
 

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tsr_judge::jsonl::{annotate, read_judge_input, write_jsonl, JsonlRecord};
-use tsr_judge::{Judge, JudgeConfig, JudgeItem, JudgeStats, LlmJudge, Verdict, VerifierJudge};
+use tsr_judge::{
+    Judge, JudgeConfig, JudgeItem, JudgeMode, JudgeStats, JudgeTemplate, LlmJudge, Verdict,
+    VerifierJudge,
+};
 use tsr_model::{load, parse_device, LoadOptions};
 use tsr_sample::{Sampler, SamplerOptions};
 
@@ -47,9 +50,23 @@ pub struct Args {
     /// Base seed; each item's seed derives from it and the item id [default: 0].
     #[arg(long)]
     seed: Option<u64>,
-    /// Judge prompt file with `{instruction}` and `{response}` [default: the paper's prompt].
-    #[arg(long, value_name = "FILE")]
-    template: Option<PathBuf>,
+    /// How verdicts become scores: `sampled` (sample verdicts, parse `Score:`; the paper's),
+    /// `expected` (sample a justification, then the expected score digit from one forward pass)
+    /// or `direct` (no justification: the expected digit after a prefilled `Score: `).
+    #[arg(long, default_value = "sampled")]
+    mode: JudgeMode,
+    /// Judge prompt: a built-in name (`additive`: the paper's additive 5-point prompt; `short`:
+    /// tsr's short prompt for small judges) or a file with `{instruction}` and `{response}`
+    /// [default: additive].
+    #[arg(long, value_name = "NAME|FILE")]
+    template: Option<String>,
+    /// Probability modes: most likely next tokens read at the score position [default: 20].
+    #[arg(long)]
+    top_logprobs: Option<usize>,
+    /// Probability modes: a verdict with less probability than this on the digits 0..5 counts
+    /// as unparsed [default: 0.1].
+    #[arg(long)]
+    min_digit_mass: Option<f64>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -61,7 +78,7 @@ pub struct Args {
     block: usize,
     /// Score by comparing final numbers with each line's `reference` (GSM8K `#### N`): 1 when
     /// equal, 0 otherwise. Needs no model.
-    #[arg(long, conflicts_with_all = ["model", "template", "samples", "temperature", "top_p", "max_new_tokens"])]
+    #[arg(long, conflicts_with_all = ["model", "template", "samples", "temperature", "top_p", "max_new_tokens", "top_logprobs", "min_digit_mass"])]
     verifier: bool,
 }
 
@@ -69,14 +86,23 @@ impl Args {
     /// The judge configuration: `JudgeConfig`'s defaults, overridden by the flags given.
     fn judge_config(&self) -> JudgeConfig {
         let d = JudgeConfig::default();
+        let (template, template_path) = match self.template.as_deref() {
+            None => (d.template.clone(), None),
+            Some(t) if JudgeTemplate::builtin(t).is_some() => (t.to_string(), None),
+            Some(file) => (d.template.clone(), Some(PathBuf::from(file))),
+        };
         JudgeConfig {
-            template_path: self.template.clone(),
+            mode: self.mode,
+            template,
+            template_path,
             samples: self.samples.unwrap_or(d.samples),
             temperature: self.temperature.unwrap_or(d.temperature),
             top_p: self.top_p.unwrap_or(d.top_p),
             max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
             seed: self.seed.unwrap_or(d.seed),
             batch_size: 0,
+            top_logprobs: self.top_logprobs.unwrap_or(d.top_logprobs),
+            min_digit_mass: self.min_digit_mass.unwrap_or(d.min_digit_mass),
         }
     }
 }
@@ -104,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
         },
     )
     .with_context(|| format!("loading model {spec}"))?;
-    tracing::info!(model = %loaded.source.display(), samples = settings.samples(), "judging");
+    tracing::info!(model = %loaded.source.display(), judge = %settings.describe(), "judging");
     let options = SamplerOptions {
         max_batch_rows: args.max_batch,
         ..Default::default()
@@ -158,6 +184,8 @@ fn judge_all(
         unparsed_samples = stats.unparsed_samples,
         unfinished_samples = stats.unfinished_samples,
         completion_tokens = stats.completion_tokens,
+        digit_mass_mean = ?stats.digit_mass_mean(),
+        digit_mass_min = ?stats.digit_mass_min,
         "judging done"
     );
     Ok(())

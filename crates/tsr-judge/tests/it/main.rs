@@ -3,6 +3,7 @@
 mod fake;
 mod jsonl;
 mod llm_judge;
+mod modes;
 mod parse_props;
 mod parse_table;
 mod prompt;

@@ -166,6 +166,9 @@ fn backend_protocol_violations_are_errors() {
         ) -> Result<Vec<f64>, tsr_loop::BackendError> {
             self.0.representation_similarity(m, p)
         }
+        fn provenance(&self) -> tsr_loop::Provenance {
+            self.0.provenance()
+        }
     }
     let t = tempfile::tempdir().unwrap();
     let mut run = Run::create(t.path(), config(Method::Sr, 1), prompts(2)).unwrap();
@@ -187,4 +190,74 @@ fn documented_example_configs_parse_and_validate() {
         let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+#[test]
+fn provenance_is_recorded_and_a_different_judge_is_refused_on_resume() {
+    struct OtherJudge(FakeBackend);
+    impl tsr_loop::Backend for OtherJudge {
+        fn generate(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            r: &[tsr_judge::GenRequest],
+            p: &tsr_judge::SamplingParams,
+        ) -> Result<Vec<Vec<tsr_judge::Completion>>, tsr_loop::BackendError> {
+            self.0.generate(m, r, p)
+        }
+        fn judge(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            i: &[tsr_judge::JudgeItem],
+            s: u64,
+        ) -> Result<Vec<tsr_judge::Verdict>, tsr_loop::BackendError> {
+            self.0.judge(m, i, s)
+        }
+        fn train_dpo(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            p: &[tsr_loop::TrainPair],
+            o: &Path,
+            s: u64,
+        ) -> Result<tsr_loop::TrainReport, tsr_loop::BackendError> {
+            self.0.train_dpo(m, p, o, s)
+        }
+        fn representation_similarity(
+            &mut self,
+            m: &tsr_loop::ModelRef,
+            p: &[tsr_loop::TrainPair],
+        ) -> Result<Vec<f64>, tsr_loop::BackendError> {
+            self.0.representation_similarity(m, p)
+        }
+        fn provenance(&self) -> tsr_loop::Provenance {
+            tsr_loop::Provenance {
+                judge: "another judge".into(),
+                ..self.0.provenance()
+            }
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mut run = Run::create(t.path(), config(Method::Sr, 2), prompts(4)).unwrap();
+    let mut b = FakeBackend::new();
+    let out = run.execute(&mut b, &mut NoObserver).unwrap();
+    assert!(out.state.finished);
+    let p = read_json(&t.path().join("provenance.json"));
+    assert_eq!(p["test_doubles"][0], "fake backend");
+    let s = read_json(&t.path().join("summary.json"));
+    let it = &s["iterations"][0];
+    assert_eq!(it["results_are_real"], false);
+    assert_eq!(it["provenance"]["judge"], p["judge"]);
+    assert_eq!(it["test_doubles"].as_array().unwrap().len(), 2);
+
+    let e = Run::open(t.path())
+        .unwrap()
+        .execute(&mut OtherJudge(FakeBackend::new()), &mut NoObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another judge"), "{e}");
+    assert!(e.contains("mix two ways of scoring"), "{e}");
+    // The same provenance resumes (here: finds everything done).
+    Run::open(t.path())
+        .unwrap()
+        .execute(&mut FakeBackend::new(), &mut NoObserver)
+        .unwrap();
 }

@@ -2,5 +2,6 @@
 
 mod generate;
 mod parity;
+mod probe;
 mod processors;
 mod tiny;
