@@ -841,18 +841,23 @@ impl Run {
         let mut rec = StageRecord::default();
         let (mut responses, mut unscored, mut samples, mut unparsed) =
             (0usize, 0usize, 0usize, 0usize);
+        let mut masses = Vec::new();
         for r in &recs {
             for v in &r.verdicts {
                 responses += 1;
                 unscored += usize::from(v.score.is_none());
                 samples += v.samples.len();
                 unparsed += v.samples.iter().filter(|s| s.score.is_none()).count();
+                masses.extend(v.samples.iter().filter_map(|s| s.digit_mass));
                 rec.tokens_judged += v.tokens();
             }
         }
-        tracing::info!(responses, unscored, unparsed, "judged");
+        let mass_mean = mean(masses.iter().copied());
+        let mass_min = masses.iter().copied().reduce(f64::min);
+        tracing::info!(responses, unscored, unparsed, digit_mass_mean = ?mass_mean, "judged");
         rec.details = json!({"judge": judge.name, "responses": responses, "unscored_responses": unscored,
-            "judge_samples": samples, "unparsed_samples": unparsed});
+            "judge_samples": samples, "unparsed_samples": unparsed,
+            "digit_mass_mean": mass_mean, "digit_mass_min": mass_min});
         Ok(rec)
     }
 
@@ -1160,6 +1165,19 @@ impl Run {
                    "reward_margin": r["reward_margin"], "reward_accuracy": r["reward_accuracy"],
                    "final_loss": r["final_loss"], "steps": r["steps"]})
         };
+        let judging: serde_json::Map<String, Value> = Stage::plan(method)
+            .iter()
+            .filter(|s| s.name().starts_with("judge-"))
+            .filter_map(|s| details.get(s).map(|d| (s, d)))
+            .map(|(s, d)| {
+                (
+                    s.name().to_string(),
+                    json!({"responses": d["responses"], "unscored_responses": d["unscored_responses"],
+                           "unparsed_samples": d["unparsed_samples"],
+                           "digit_mass_mean": d["digit_mass_mean"], "digit_mass_min": d["digit_mass_min"]}),
+                )
+            })
+            .collect();
         let curation = |s: Stage| {
             details
                 .get(&s)
@@ -1189,6 +1207,7 @@ impl Run {
             "dpo": dpo_of(train(Stage::Train)),
             "dpo_future": details.get(&Stage::TrainFuture).cloned().map(dpo_of),
             "curation": {"phase1": curation(Stage::Curate1), "phase2": curation(Stage::Curate2)},
+            "judging": judging,
             "compute": {
                 "tokens_generated": generated,
                 "generation_prompt_tokens": gen_prompt,
