@@ -40,7 +40,8 @@ enum Cmd {
     },
     /// Set up (with the Python references), then run the benchmarks.
     Bench {
-        /// Only this benchmark target: prefill, generate, dpo_train, logprob_memory, loss, parse.
+        /// Only this benchmark target: prefill, generate, judge_modes, dpo_train, logprob_memory,
+        /// loss, parse.
         /// (Several benchmarks have their own harness and ignore name filters, so the choice is
         /// made by target.)
         filter: Option<String>,

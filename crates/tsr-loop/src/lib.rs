@@ -17,6 +17,7 @@ pub mod prompts;
 pub mod records;
 pub mod run;
 pub mod seed;
+pub mod seed_data;
 
 pub use backend::{
     Backend, Event, ModelRef, NoObserver, Observer, Provenance, TrainPair, TrainReport,

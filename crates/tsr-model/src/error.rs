@@ -8,6 +8,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
+    /// A model name tsr builds locally has not been built yet.
+    #[error("model `{name}` is not built yet (expected at {}); build it with {how}", path.display())]
+    NotBuilt {
+        name: String,
+        path: PathBuf,
+        how: String,
+    },
     /// Reading or writing a file failed (includes a missing file).
     #[error("i/o error on {path}: {source}")]
     Io {

@@ -91,11 +91,40 @@ pub struct Loaded {
     pub source: PathBuf,
 }
 
+/// The judge-tuned seed model that `tsr seed-model` builds from the built-in model (a Hugging
+/// Face folder under `tsr_home()/models/`), usable by this name once built.
+pub const SEED_MODEL: &str = "smollm2-135m-judge";
+
+/// Where [`SEED_MODEL`] lives once built.
+pub fn seed_model_dir() -> PathBuf {
+    hub::tsr_home().join("models").join(SEED_MODEL)
+}
+
+/// The folder of a locally built model name ([`SEED_MODEL`]); an error naming the command that
+/// builds it when it is not there yet.
+fn built_model(spec: &str) -> Option<Result<PathBuf, ModelError>> {
+    (spec == SEED_MODEL).then(|| {
+        let dir = seed_model_dir();
+        if dir.join("config.json").is_file() {
+            Ok(dir)
+        } else {
+            Err(ModelError::NotBuilt {
+                name: spec.to_string(),
+                path: dir,
+                how: "`tsr seed-model` (or `cargo xtask seed-model`)".into(),
+            })
+        }
+    })
+}
+
 /// Loads a model by built-in name, Hugging Face directory or `.gguf` file.
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     if let Some(builtin) = hub::builtin(spec) {
         let path = builtin.fetch()?;
         return load_gguf(&path, opts);
+    }
+    if let Some(dir) = built_model(spec) {
+        return load_hf_dir(&dir?, opts);
     }
     let path = Path::new(spec);
     if path.is_dir() {
@@ -181,9 +210,10 @@ pub fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError>
 
 /// Loads only the tokenizer of a model spec (no weights): cheap for tools that just tokenize.
 pub fn load_tokenizer(spec: &str) -> Result<ChatTokenizer, ModelError> {
-    let path = match hub::builtin(spec) {
-        Some(b) => b.fetch()?,
-        None => PathBuf::from(spec),
+    let path = match (hub::builtin(spec), built_model(spec)) {
+        (Some(b), _) => b.fetch()?,
+        (None, Some(dir)) => dir?,
+        (None, None) => PathBuf::from(spec),
     };
     if path.is_dir() {
         return ChatTokenizer::from_hf_dir(&path);
