@@ -5,6 +5,7 @@ mod generate;
 mod iterate;
 mod judge;
 mod logprobs;
+mod sft;
 
 use std::process::Command;
 

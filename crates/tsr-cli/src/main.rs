@@ -33,6 +33,8 @@ enum Command {
     Judge(cmd::judge::Args),
     /// Train a model with DPO on preference pairs.
     TrainDpo(cmd::train_dpo::Args),
+    /// Supervised fine-tuning on chat data (assistant tokens only).
+    Sft(cmd::sft::Args),
     /// Run Self-Rewarding / Temporal Self-Rewarding iterations.
     Iterate(cmd::iterate::Args),
 }
@@ -46,6 +48,7 @@ fn main() {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Judge(a) => cmd::judge::run(a),
         Command::TrainDpo(a) => cmd::train_dpo::run(a),
+        Command::Sft(a) => cmd::sft::run(a),
         Command::Iterate(a) => cmd::iterate::run(a),
     };
     if let Err(e) = result {

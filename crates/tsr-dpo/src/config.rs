@@ -6,6 +6,7 @@ use crate::data::Truncation;
 use crate::error::{DpoError, Result};
 use crate::logprobs::{ChunkedLogProbs, DEFAULT_CHUNK_TOKENS};
 use crate::loss::{LossParams, LossType};
+use crate::train_loop::OptimSettings;
 
 /// Shape of the learning-rate decay after warm-up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,38 +139,32 @@ impl TrainConfig {
 
     /// Learning rate used by optimizer step `step` (0-based) out of `total` steps.
     pub fn learning_rate_at(&self, step: u64, total: u64) -> f64 {
-        let c = &self.raw;
-        if step < c.warmup_steps {
-            return c.learning_rate * step as f64 / c.warmup_steps as f64;
-        }
-        let span = total
-            .saturating_sub(c.warmup_steps)
-            .saturating_sub(1)
-            .max(1);
-        let progress = ((step - c.warmup_steps) as f64 / span as f64).clamp(0.0, 1.0);
-        let (hi, lo) = (c.learning_rate, c.final_learning_rate);
-        match c.lr_schedule {
-            LrSchedule::Constant => hi,
-            LrSchedule::Linear => lo + (hi - lo) * (1.0 - progress),
-            LrSchedule::Cosine => {
-                lo + (hi - lo) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
-    }
-}
-
-fn positive(field: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(DpoError::config(
-            field,
-            format!("must be finite and > 0, got {v}"),
-        ))
+        self.raw.optim().learning_rate_at(step, total)
     }
 }
 
 impl DpoConfig {
+    /// The optimisation fields shared with SFT.
+    pub(crate) fn optim(&self) -> OptimSettings {
+        OptimSettings {
+            learning_rate: self.learning_rate,
+            final_learning_rate: self.final_learning_rate,
+            lr_schedule: self.lr_schedule,
+            warmup_steps: self.warmup_steps,
+            weight_decay: self.weight_decay,
+            adam_beta1: self.adam_beta1,
+            adam_beta2: self.adam_beta2,
+            adam_epsilon: self.adam_epsilon,
+            max_grad_norm: self.max_grad_norm,
+            dropout: self.dropout,
+            batch_size: self.batch_size,
+            gradient_accumulation_steps: self.gradient_accumulation_steps,
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            max_length: self.max_length,
+        }
+    }
+
     /// Parses a TOML table holding these fields (for example the `[dpo]` section of a run file).
     pub fn from_toml_str(text: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| DpoError::config("toml", e.to_string()))
@@ -183,67 +178,16 @@ impl DpoConfig {
             self.label_smoothing,
             self.sft_weight,
         )?;
-        positive("learning_rate", self.learning_rate)?;
-        if !(self.final_learning_rate.is_finite()
-            && self.final_learning_rate >= 0.0
-            && self.final_learning_rate <= self.learning_rate)
-        {
-            return Err(DpoError::config(
-                "final_learning_rate",
-                format!(
-                    "must lie in [0, learning_rate], got {}",
-                    self.final_learning_rate
-                ),
-            ));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(DpoError::config("weight_decay", "must be >= 0"));
-        }
+        self.optim()
+            .check()
+            .map_err(|(field, reason)| DpoError::config(field, reason))?;
         for (f, v) in [
-            ("adam_beta1", self.adam_beta1),
-            ("adam_beta2", self.adam_beta2),
-        ] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(DpoError::config(f, format!("must lie in [0, 1), got {v}")));
-            }
-        }
-        positive("adam_epsilon", self.adam_epsilon)?;
-        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
-            return Err(DpoError::config(
-                "max_grad_norm",
-                "must be >= 0 (0 disables clipping)",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(DpoError::config(
-                "dropout",
-                format!("must lie in [0, 1), got {}", self.dropout),
-            ));
-        }
-        for (f, v) in [
-            ("batch_size", self.batch_size),
-            (
-                "gradient_accumulation_steps",
-                self.gradient_accumulation_steps,
-            ),
             ("bucket_window", self.bucket_window),
             ("ref_batch_size", self.ref_batch_size),
         ] {
             if v == 0 {
                 return Err(DpoError::config(f, "must be > 0"));
             }
-        }
-        if self.max_length < 2 {
-            return Err(DpoError::config("max_length", "must be >= 2"));
-        }
-        if self.max_steps.is_none() && self.epochs == 0 {
-            return Err(DpoError::config(
-                "epochs",
-                "must be > 0 when max_steps is not set",
-            ));
-        }
-        if self.max_steps == Some(0) {
-            return Err(DpoError::config("max_steps", "must be > 0"));
         }
         let logprobs = ChunkedLogProbs::new(self.logprob_chunk_tokens)?;
         Ok(TrainConfig {

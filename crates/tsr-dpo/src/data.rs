@@ -80,7 +80,7 @@ pub enum PairCompletion {
 }
 
 impl PairCompletion {
-    fn content(&self) -> std::result::Result<&str, String> {
+    pub(crate) fn content(&self) -> std::result::Result<&str, String> {
         match self {
             PairCompletion::Text(s) => Ok(s),
             PairCompletion::Chat(m) if m.len() == 1 && m[0].role == "assistant" => Ok(&m[0].content),
@@ -234,7 +234,7 @@ impl TokenizedSeq {
         self.ids.len() - self.prompt_len
     }
 
-    fn truncate(
+    pub(crate) fn truncate(
         prompt: &[u32],
         completion: &[u32],
         max_length: usize,
@@ -277,9 +277,25 @@ impl TokenizedPair {
     }
 }
 
-fn completion_ids<T: PairTokenizer + ?Sized>(
+/// Prompt ids (see the [module docs](self)) and, for chat prompts, the rendered prompt text.
+pub(crate) fn prompt_ids<T: PairTokenizer + ?Sized>(
     tok: &T,
-    pair: &PreferencePair,
+    prompt: &PairPrompt,
+) -> Result<(Vec<u32>, Option<String>)> {
+    Ok(match prompt {
+        PairPrompt::Text(p) => (tok.encode_ids(p, true)?, None),
+        PairPrompt::Chat(m) => {
+            let text = tok.render_chat(m, true)?;
+            (tok.encode_ids(&text, false)?, Some(text))
+        }
+    })
+}
+
+/// Completion ids of `c` after `prompt` (see the [module docs](self)); `prompt_text` is the
+/// rendered chat prompt from [`prompt_ids`].
+pub(crate) fn completion_ids<T: PairTokenizer + ?Sized>(
+    tok: &T,
+    prompt: &PairPrompt,
     c: &PairCompletion,
     prompt_text: Option<&str>,
 ) -> Result<Vec<u32>> {
@@ -297,7 +313,7 @@ fn completion_ids<T: PairTokenizer + ?Sized>(
         }
         ids
     };
-    match (&pair.prompt, prompt_text) {
+    match (prompt, prompt_text) {
         (PairPrompt::Chat(msgs), Some(prompt_text)) => {
             let mut all = msgs.clone();
             all.push(Message {
@@ -330,15 +346,9 @@ pub fn tokenize_pairs<T: PairTokenizer + ?Sized>(
             line: index + 1,
             reason,
         })?;
-        let (prompt_ids, prompt_text) = match &pair.prompt {
-            PairPrompt::Text(p) => (tok.encode_ids(p, true)?, None),
-            PairPrompt::Chat(m) => {
-                let text = tok.render_chat(m, true)?;
-                (tok.encode_ids(&text, false)?, Some(text))
-            }
-        };
-        let chosen = completion_ids(tok, pair, &pair.chosen, prompt_text.as_deref())?;
-        let rejected = completion_ids(tok, pair, &pair.rejected, prompt_text.as_deref())?;
+        let (prompt_ids, prompt_text) = prompt_ids(tok, &pair.prompt)?;
+        let chosen = completion_ids(tok, &pair.prompt, &pair.chosen, prompt_text.as_deref())?;
+        let rejected = completion_ids(tok, &pair.prompt, &pair.rejected, prompt_text.as_deref())?;
         if truncation == Truncation::KeepStart && prompt_ids.len() >= max_length {
             dropped.push(index);
             continue;
@@ -446,26 +456,38 @@ pub fn epoch_batches(
     seed: u64,
     epoch: u64,
 ) -> Vec<Vec<usize>> {
+    let lengths: Vec<usize> = pairs.iter().map(TokenizedPair::max_len).collect();
+    epoch_batches_by_length(&lengths, batch_size, bucket_window, seed, epoch)
+}
+
+/// [`epoch_batches`] over items of the given `lengths` (the padding cost of each item).
+pub fn epoch_batches_by_length(
+    lengths: &[usize],
+    batch_size: usize,
+    bucket_window: usize,
+    seed: u64,
+    epoch: u64,
+) -> Vec<Vec<usize>> {
     let mut rng =
         rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(&mut rng);
     let window = (bucket_window.max(1) * batch_size).max(1);
     let mut batches = Vec::new();
     for w in order.chunks(window) {
         let mut w = w.to_vec();
         if bucket_window > 1 {
-            w.sort_by_key(|&i| std::cmp::Reverse(pairs[i].max_len()));
+            w.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
         }
         batches.extend(w.chunks(batch_size).map(<[usize]>::to_vec));
     }
     if bucket_window > 1 {
         batches.shuffle(&mut rng);
     }
-    debug_assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), pairs.len());
+    debug_assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), lengths.len());
     debug_assert_eq!(
         batches.iter().flatten().collect::<HashSet<_>>().len(),
-        pairs.len()
+        lengths.len()
     );
     batches
 }

@@ -17,7 +17,15 @@ pub enum DpoError {
         /// Why it was rejected.
         reason: String,
     },
-    /// A line of a preference-pair JSONL file could not be used.
+    /// An SFT configuration value is out of range.
+    #[error("invalid sft config: {field}: {reason}")]
+    SftConfig {
+        /// The offending field.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A line of a JSONL data file (preference pairs, SFT examples) could not be used.
     #[error("{path}:{line}: {reason}")]
     Data {
         /// The JSONL file (or `<memory>` for pairs given in memory).

@@ -60,6 +60,27 @@
 //! Defaults: β 0.1, sigmoid, learning rate 1e-6 → 1e-7 linear, 4 pairs × 4 accumulation
 //! steps (the Self-Rewarding paper's batch of 16), dropout 0.1, max length 1024, seed 42.
 //!
+//! # Supervised fine-tuning
+//! [`sft`] trains on chat data (`{"messages": [...]}` or `{"prompt", "completion"}` lines,
+//! TRL's conversational and prompt-completion formats) with the loss on assistant tokens only,
+//! optional packing (examples kept apart by position ids and attention), and the same optimizer,
+//! schedule, checkpoints and metrics conventions as DPO:
+//! ```no_run
+//! use std::path::Path;
+//! use tsr_dpo::{train_sft_jsonl, SftConfig};
+//! use tsr_model::{load, LoadOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut m = load("smollm2-135m-instruct", &LoadOptions::default())?;
+//! let cfg = SftConfig { max_steps: Some(100), ..SftConfig::default() }.validate()?;
+//! let report = train_sft_jsonl(&mut m.model, &m.tokenizer, Path::new("chats.jsonl"), &cfg, Path::new("out"), |s, total| {
+//!     eprintln!("step {}/{total} loss {:.4}", s.step, s.loss);
+//! })?;
+//! tsr_dpo::save_model(&m.model, &m.tokenizer, &m.generation, Path::new("out/model"))?;
+//! # let _ = report; Ok(()) }
+//! ```
+//! `tsr sft` is the CLI.
+//!
 //! # Diagnostics
 //! [`reference::mean_completion_hidden`] returns the mean last-layer hidden state over the
 //! completion tokens of `(prompt ids, completion ids)` items, and [`reference::row_cosines`]
@@ -73,6 +94,8 @@ pub mod loss;
 pub mod optim;
 pub mod pipeline;
 pub mod reference;
+pub mod sft;
+mod train_loop;
 pub mod trainer;
 
 pub use config::{DpoConfig, LrSchedule, TrainConfig};
@@ -87,5 +110,9 @@ pub use pipeline::{save_model, train_dpo, train_dpo_jsonl, RunFiles, TrainReport
 pub use reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,
     ReferenceLogps,
+};
+pub use sft::{
+    read_examples, train_sft, train_sft_jsonl, SftConfig, SftExample, SftMetrics, SftReport,
+    SftTrainConfig, SftTrainer,
 };
 pub use trainer::{JsonlSink, MetricsSink, StepMetrics, TrainSummary, Trainer, VecSink};

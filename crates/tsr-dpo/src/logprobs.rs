@@ -143,15 +143,30 @@ fn acc_kind(k: Kind) -> Kind {
     }
 }
 
-/// Per-token log-probs of one chunk: `logit[target] - logsumexp(logits)`, in the accumulation kind.
-fn chunk_token_logps(h: &Tensor, weight: &Tensor, targets: &Tensor) -> Result<Tensor> {
+/// Per-token log-probs of one chunk: `logit[target] - logsumexp(logits)`, in the accumulation
+/// kind; with `count_hits`, also how many targets are the arg-max of their logits.
+fn chunk_token_logps(
+    h: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+    count_hits: bool,
+) -> Result<(Tensor, i64)> {
     let logits = h.f_matmul(&weight.f_tr()?)?;
     let logits = logits.f_to_kind(acc_kind(logits.kind()))?;
     let lse = logits.f_logsumexp([1], false)?;
     let tgt = logits
         .f_gather(1, &targets.f_unsqueeze(1)?, false)?
         .f_squeeze_dim(1)?;
-    Ok(tgt.f_sub(&lse)?)
+    let hits = if count_hits {
+        logits
+            .f_argmax(1, false)?
+            .f_eq_tensor(targets)?
+            .f_sum(Kind::Int64)?
+            .f_int64_value(&[])?
+    } else {
+        0
+    };
+    Ok((tgt.f_sub(&lse)?, hits))
 }
 
 impl ChunkedLogProbs {
@@ -185,18 +200,46 @@ impl ChunkedLogProbs {
         weight: &Tensor,
         pos: &ScoredPositions,
     ) -> Result<Tensor> {
+        Ok(self.forward_impl(hidden, weight, pos, false)?.0)
+    }
+
+    /// [`forward`](Self::forward), plus the number of scored tokens whose target is the
+    /// arg-max of the logits (for a token accuracy).
+    pub fn forward_with_hits(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        pos: &ScoredPositions,
+    ) -> Result<(Tensor, i64)> {
+        self.forward_impl(hidden, weight, pos, true)
+    }
+
+    fn forward_impl(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        pos: &ScoredPositions,
+        count_hits: bool,
+    ) -> Result<(Tensor, i64)> {
         let h_dim = check_hidden(hidden, weight, pos)?;
         let _guard = tch::no_grad_guard();
         let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
         let out_kind = acc_kind(hidden.kind());
         let mut sums = Tensor::f_zeros([pos.batch], (out_kind, hidden.device()))?;
+        let mut hits = 0;
         for (start, len) in self.chunks(pos) {
             let idx = pos.positions.f_narrow(0, start, len)?;
             let h = flat.f_index_select(0, &idx)?;
-            let lp = chunk_token_logps(&h, weight, &pos.targets.f_narrow(0, start, len)?)?;
+            let (lp, chunk_hits) = chunk_token_logps(
+                &h,
+                weight,
+                &pos.targets.f_narrow(0, start, len)?,
+                count_hits,
+            )?;
+            hits += chunk_hits;
             sums = sums.f_index_add(0, &pos.rows.f_narrow(0, start, len)?, &lp)?;
         }
-        Ok(sums)
+        Ok((sums, hits))
     }
 
     /// Back-propagates `grad_logps = ∂L/∂logp` (`[B]`) through the log-probs of

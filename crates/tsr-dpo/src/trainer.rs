@@ -34,6 +34,9 @@ use crate::logprobs::ScoredPositions;
 use crate::loss::{dpo_loss, PairLogps};
 use crate::optim::AdamW;
 use crate::reference::{data_fingerprint, ReferenceLogps};
+use crate::train_loop::{
+    drive, load_weights, read_state, seed_dropout, write_checkpoint, EpochCache, StepPlan, Stepper,
+};
 
 /// One optimizer step's numbers, serialised with TRL's metric names (one JSON line each).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -75,18 +78,25 @@ pub struct StepMetrics {
     pub step_seconds: f64,
 }
 
-/// Where step metrics go.
-pub trait MetricsSink {
+/// Where step metrics go (DPO's [`StepMetrics`] by default, or SFT's
+/// [`SftMetrics`](crate::sft::SftMetrics)).
+pub trait MetricsSink<M = StepMetrics> {
     /// Records one step.
-    fn record(&mut self, m: &StepMetrics) -> Result<()>;
+    fn record(&mut self, m: &M) -> Result<()>;
 }
 
 /// Keeps every record in memory.
-#[derive(Debug, Default)]
-pub struct VecSink(pub Vec<StepMetrics>);
+#[derive(Debug)]
+pub struct VecSink<M = StepMetrics>(pub Vec<M>);
 
-impl MetricsSink for VecSink {
-    fn record(&mut self, m: &StepMetrics) -> Result<()> {
+impl<M> Default for VecSink<M> {
+    fn default() -> Self {
+        VecSink(Vec::new())
+    }
+}
+
+impl<M: Clone> MetricsSink<M> for VecSink<M> {
+    fn record(&mut self, m: &M) -> Result<()> {
         self.0.push(m.clone());
         Ok(())
     }
@@ -114,8 +124,8 @@ impl JsonlSink {
     }
 }
 
-impl MetricsSink for JsonlSink {
-    fn record(&mut self, m: &StepMetrics) -> Result<()> {
+impl<M: Serialize> MetricsSink<M> for JsonlSink {
+    fn record(&mut self, m: &M) -> Result<()> {
         let line = serde_json::to_string(m).map_err(|e| DpoError::json(&self.path, e))?;
         writeln!(self.file, "{line}").map_err(|e| DpoError::io(&self.path, e))?;
         self.file.flush().map_err(|e| DpoError::io(&self.path, e))
@@ -159,12 +169,10 @@ pub struct Trainer<'m> {
     reference: ReferenceLogps,
     pad_id: u32,
     opt: AdamW,
-    batches_per_epoch: u64,
-    total_micro: u64,
-    total_steps: u64,
+    plan: StepPlan,
     step: u64,
     micro_done: u64,
-    epoch_cache: Option<(u64, Vec<Vec<usize>>)>,
+    epoch_cache: EpochCache,
     data_key: String,
 }
 
@@ -174,7 +182,7 @@ impl std::fmt::Debug for Trainer<'_> {
             .field("pairs", &self.pairs.len())
             .field("params", &self.opt.len())
             .field("step", &self.step)
-            .field("total_steps", &self.total_steps)
+            .field("total_steps", &self.plan.total_steps)
             .finish()
     }
 }
@@ -203,31 +211,11 @@ impl<'m> Trainer<'m> {
                 pairs.len()
             )));
         }
-        let c = cfg.get();
-        let batches_per_epoch = pairs.len().div_ceil(c.batch_size) as u64;
-        let accum = c.gradient_accumulation_steps as u64;
-        let (total_micro, total_steps) = match c.max_steps {
-            Some(s) => (s * accum, s),
-            None => {
-                let m = batches_per_epoch * c.epochs;
-                (m, m.div_ceil(accum))
-            }
-        };
-        let vars: Vec<(String, Tensor)> = model
-            .var_store()
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        let opt = AdamW::new(
-            vars,
-            c.adam_beta1,
-            c.adam_beta2,
-            c.adam_epsilon,
-            c.weight_decay,
-        )?;
+        let optim = cfg.get().optim();
+        let plan = optim.plan(pairs.len());
+        let opt = optim.adamw(model)?;
         let data_key = data_fingerprint(&pairs);
-        model.set_dropout(c.dropout);
+        model.set_dropout(optim.dropout);
         Ok(Trainer {
             model,
             cfg,
@@ -235,19 +223,17 @@ impl<'m> Trainer<'m> {
             reference,
             pad_id,
             opt,
-            batches_per_epoch,
-            total_micro,
-            total_steps,
+            plan,
             step: 0,
             micro_done: 0,
-            epoch_cache: None,
+            epoch_cache: EpochCache::default(),
             data_key,
         })
     }
 
     /// Optimizer steps the run will take in total.
     pub fn total_steps(&self) -> u64 {
-        self.total_steps
+        self.plan.total_steps
     }
 
     /// Optimizer steps done so far.
@@ -257,7 +243,7 @@ impl<'m> Trainer<'m> {
 
     /// True when all steps are done.
     pub fn is_finished(&self) -> bool {
-        self.step >= self.total_steps
+        self.step >= self.plan.total_steps
     }
 
     /// The model being trained.
@@ -265,20 +251,14 @@ impl<'m> Trainer<'m> {
         self.model
     }
 
-    fn epoch_order(&mut self, epoch: u64) -> &Vec<Vec<usize>> {
-        let fresh = !matches!(&self.epoch_cache, Some((e, _)) if *e == epoch);
-        if fresh {
-            let c = self.cfg.get();
-            let order = epoch_batches(&self.pairs, c.batch_size, c.bucket_window, c.seed, epoch);
-            self.epoch_cache = Some((epoch, order));
-        }
-        &self.epoch_cache.as_ref().expect("just set").1
-    }
-
     fn micro_batch(&mut self, micro: u64) -> (u64, usize, Vec<usize>) {
-        let epoch = micro / self.batches_per_epoch;
-        let idx = (micro % self.batches_per_epoch) as usize;
-        let sel = self.epoch_order(epoch)[idx].clone();
+        let (epoch, idx) = self.plan.locate(micro);
+        let c = self.cfg.get();
+        let pairs = &self.pairs;
+        let sel = self.epoch_cache.get(epoch, |e| {
+            epoch_batches(pairs, c.batch_size, c.bucket_window, c.seed, e)
+        })[idx]
+            .clone();
         (epoch, idx, sel)
     }
 
@@ -289,9 +269,8 @@ impl<'m> Trainer<'m> {
         }
         let started = Instant::now();
         let c = self.cfg.get().clone();
-        let accum = c.gradient_accumulation_steps as u64;
-        let first = self.step * accum;
-        let last = (first + accum).min(self.total_micro);
+        let micros = self.plan.micro_range(self.step);
+        let (first, last) = (micros.start, micros.end);
         let n_micro = (last - first) as f64;
         let step_no = self.step + 1;
         let device = self.model.device();
@@ -304,7 +283,7 @@ impl<'m> Trainer<'m> {
         for micro in first..last {
             let (_epoch, batch_idx, sel) = self.micro_batch(micro);
             let batch = collate(&self.pairs, &sel, self.pad_id, device)?;
-            tch::manual_seed((c.seed.wrapping_mul(1_000_003) ^ micro) as i64);
+            seed_dropout(c.seed, micro);
             let t_fwd = Instant::now();
             let hidden = self
                 .model
@@ -405,15 +384,9 @@ impl<'m> Trainer<'m> {
                 pairs,
             });
         }
-        let lr = self.cfg.learning_rate_at(self.step, self.total_steps);
+        let lr = self.cfg.learning_rate_at(self.step, self.plan.total_steps);
         let t_opt = Instant::now();
-        let max_norm = self.cfg.get().max_grad_norm;
-        let clip = if max_norm > 0.0 {
-            (max_norm / (grad_norm + 1e-6)).min(1.0)
-        } else {
-            1.0
-        };
-        self.opt.step(lr, clip)?;
+        c.optim().update(&mut self.opt, lr, grad_norm)?;
         tracing::debug!(optimizer_s = t_opt.elapsed().as_secs_f64(), "adamw");
         self.step += 1;
         self.micro_done = last;
@@ -422,7 +395,7 @@ impl<'m> Trainer<'m> {
         let p = pairs_seen.max(1) as f64;
         let m = StepMetrics {
             step: self.step,
-            epoch: self.micro_done as f64 / self.batches_per_epoch as f64,
+            epoch: self.micro_done as f64 / self.plan.batches_per_epoch as f64,
             loss: acc.loss,
             rewards_chosen: acc.rewards_chosen / p,
             rewards_rejected: acc.rewards_rejected / p,
@@ -447,31 +420,15 @@ impl<'m> Trainer<'m> {
         &mut self,
         sink: &mut dyn MetricsSink,
         checkpoint_dir: Option<&Path>,
-        mut progress: impl FnMut(&StepMetrics, u64),
+        progress: impl FnMut(&StepMetrics, u64),
     ) -> Result<TrainSummary> {
-        let mut last = None;
-        let mut tps = Vec::new();
-        let every = self.cfg.get().checkpoint_every;
-        while let Some(m) = self.step()? {
-            sink.record(&m)?;
-            progress(&m, self.total_steps);
-            tps.push(m.tokens_per_s);
-            if let Some(dir) = checkpoint_dir {
-                if every > 0 && self.step.is_multiple_of(every) && !self.is_finished() {
-                    self.save_checkpoint(dir)?;
-                }
-            }
-            last = Some(m);
-        }
+        let (last, mean_tokens_per_s) =
+            drive(self, sink, checkpoint_dir, progress, |m| m.tokens_per_s)?;
         Ok(TrainSummary {
             steps: self.step,
             pairs: self.pairs.len(),
             last,
-            mean_tokens_per_s: if tps.is_empty() {
-                0.0
-            } else {
-                tps.iter().sum::<f64>() / tps.len() as f64
-            },
+            mean_tokens_per_s,
         })
     }
 
@@ -480,52 +437,29 @@ impl<'m> Trainer<'m> {
     /// position and order, configuration, data fingerprint). Refuses to write non-finite
     /// weights.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        if let Some(name) = self.opt.first_non_finite_param()? {
-            return Err(DpoError::Checkpoint {
-                path: dir.to_path_buf(),
-                reason: format!("parameter {name} is not finite: not saved"),
-            });
-        }
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| DpoError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| DpoError::io(&tmp, e))?;
-        self.opt.save(
-            &tmp.join("model.safetensors"),
-            &tmp.join("optimizer.safetensors"),
-        )?;
-        let epoch = self.micro_done / self.batches_per_epoch;
-        let epoch_order = epoch_batches(
-            &self.pairs,
-            self.cfg.get().batch_size,
-            self.cfg.get().bucket_window,
-            self.cfg.get().seed,
-            epoch,
-        );
+        let c = self.cfg.get();
+        let epoch = self.micro_done / self.plan.batches_per_epoch;
+        let epoch_order = epoch_batches(&self.pairs, c.batch_size, c.bucket_window, c.seed, epoch);
         let state = TrainerState {
             step: self.step,
             micro_done: self.micro_done,
-            config: self.cfg.get().clone(),
+            config: c.clone(),
             data: self.data_key.clone(),
             epoch_order,
             epoch,
         };
-        let sp = tmp.join("trainer_state.json");
-        std::fs::write(
-            &sp,
-            serde_json::to_string_pretty(&state).map_err(|e| DpoError::json(&sp, e))?,
-        )
-        .map_err(|e| DpoError::io(&sp, e))?;
-        std::fs::write(
-            tmp.join("reference_logps.json"),
-            serde_json::to_string(&self.reference).map_err(|e| DpoError::json(dir, e))?,
-        )
-        .map_err(|e| DpoError::io(dir, e))?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| DpoError::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| DpoError::io(dir, e))?;
+        let sp = dir.join("trainer_state.json");
+        let state = serde_json::to_string_pretty(&state).map_err(|e| DpoError::json(&sp, e))?;
+        let reference =
+            serde_json::to_string(&self.reference).map_err(|e| DpoError::json(dir, e))?;
+        write_checkpoint(
+            dir,
+            &self.opt,
+            &[
+                ("trainer_state.json", state),
+                ("reference_logps.json", reference),
+            ],
+        )?;
         tracing::info!(step = self.step, dir = %dir.display(), "checkpoint written");
         Ok(())
     }
@@ -538,10 +472,7 @@ impl<'m> Trainer<'m> {
             path: dir.to_path_buf(),
             reason,
         };
-        let sp = dir.join("trainer_state.json");
-        let text = std::fs::read_to_string(&sp).map_err(|e| DpoError::io(&sp, e))?;
-        let state: TrainerState =
-            serde_json::from_str(&text).map_err(|e| DpoError::json(&sp, e))?;
+        let state: TrainerState = read_state(dir)?;
         if state.data != self.data_key {
             return Err(bad("the checkpoint was trained on other data".into()));
         }
@@ -567,17 +498,32 @@ impl<'m> Trainer<'m> {
         if expected != state.epoch_order {
             return Err(bad("the saved data order differs from this run's".into()));
         }
-        self.opt.load(
-            &dir.join("model.safetensors"),
-            &dir.join("optimizer.safetensors"),
-            state.step,
-        )?;
+        load_weights(&mut self.opt, dir, state.step)?;
         self.step = state.step;
         self.micro_done = state.micro_done;
-        if self.cfg.get().max_steps.is_none() && self.micro_done > self.total_micro {
+        if self.cfg.get().max_steps.is_none() && self.micro_done > self.plan.total_micro {
             return Err(bad("the checkpoint is past the end of this run".into()));
         }
         tracing::info!(step = self.step, dir = %dir.display(), "resumed from checkpoint");
         Ok(())
+    }
+}
+
+impl Stepper for Trainer<'_> {
+    type Metrics = StepMetrics;
+    fn next_step(&mut self) -> Result<Option<StepMetrics>> {
+        self.step()
+    }
+    fn done(&self) -> u64 {
+        self.step
+    }
+    fn total(&self) -> u64 {
+        self.plan.total_steps
+    }
+    fn checkpoint_every(&self) -> u64 {
+        self.cfg.get().checkpoint_every
+    }
+    fn checkpoint(&self, dir: &Path) -> Result<()> {
+        self.save_checkpoint(dir)
     }
 }

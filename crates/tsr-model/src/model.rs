@@ -361,7 +361,31 @@ impl Model {
         let padded = t > 0 && mask.min().int64_value(&[]) == 0;
         let valid = mask.ne(0);
         let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
-        let masks = self.build_masks(&valid, &q_idx, t as i64, padded)?;
+        let masks = self.build_masks(&valid, &q_idx, t as i64, padded, None)?;
+        self.run(input_ids, &positions, &masks, None, train)
+    }
+
+    /// Full-sequence forward over **packed** rows: final-norm hidden states `[B, T, H]`.
+    ///
+    /// Each row holds several sequences side by side. `segment_ids` `[B, T]` numbers them (equal
+    /// ids = same sequence; 0 = padding) and `positions` `[B, T]` gives each token's position id
+    /// within its own sequence (restarting at 0). A token attends only to earlier tokens of its
+    /// own sequence, so a packed row gives the same hidden states as its sequences run one by
+    /// one (up to float rounding). Gradients flow as in [`Model::hidden_states`].
+    pub fn hidden_states_packed(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        segment_ids: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let (b, t) = self.check_ids(input_ids)?;
+        let seg = self.check_mask(segment_ids, b, t, "segment_ids")?;
+        let positions = self.check_mask(positions, b, t, "positions")?;
+        let valid = seg.ne(0);
+        let same = seg.unsqueeze(2).eq_tensor(&seg.unsqueeze(1)).unsqueeze(1); // [B,1,Q,K]
+        let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
+        let masks = self.build_masks(&valid, &q_idx, t as i64, true, Some(&same))?;
         self.run(input_ids, &positions, &masks, None, train)
     }
 
@@ -410,7 +434,7 @@ impl Model {
             let valid = mask.ne(0);
             let q_idx =
                 Tensor::arange_start(past as i64, (past + s) as i64, (Kind::Int64, self.device()));
-            let masks = self.build_masks(&valid, &q_idx, (past + s) as i64, true)?;
+            let masks = self.build_masks(&valid, &q_idx, (past + s) as i64, true, None)?;
             let out = self.run(input_ids, &positions, &masks, Some(cache), false)?;
             cache.advance(s);
             Ok(out)
@@ -465,13 +489,15 @@ impl Model {
     }
 
     /// Boolean masks `[B, 1, Q, K]` (true = attend) for queries at key slots `q_idx` over `k_len`
-    /// keys. Every query may attend to itself, so padding rows stay finite.
+    /// keys, restricted to `same` (`[B, 1, Q, K]`, packed rows) when given. Every query may
+    /// attend to itself, so padding rows stay finite.
     fn build_masks(
         &self,
         valid: &Tensor,
         q_idx: &Tensor,
         k_len: i64,
         need_full: bool,
+        same: Option<&Tensor>,
     ) -> Result<Masks, ModelError> {
         let dev = self.device();
         let k_idx = Tensor::arange(k_len, (Kind::Int64, dev)).unsqueeze(0);
@@ -480,11 +506,12 @@ impl Model {
         let diag = k_idx.eq_tensor(&q);
         let valid = valid.unsqueeze(1).unsqueeze(1); // [B,1,1,K]
         let combine = |allowed: &Tensor| -> Tensor {
-            allowed
-                .unsqueeze(0)
-                .unsqueeze(0)
-                .logical_and(&valid)
-                .logical_or(&diag.unsqueeze(0).unsqueeze(0))
+            let m = allowed.unsqueeze(0).unsqueeze(0).logical_and(&valid);
+            let m = match same {
+                Some(same) => m.logical_and(same),
+                None => m,
+            };
+            m.logical_or(&diag.unsqueeze(0).unsqueeze(0))
         };
         let full = need_full.then(|| combine(&causal));
         let mut windowed = HashMap::new();

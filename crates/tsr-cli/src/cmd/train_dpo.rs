@@ -42,25 +42,8 @@ pub struct Args {
     seed: Option<u64>,
 }
 
-fn read_config(path: Option<&PathBuf>) -> Result<DpoConfig> {
-    let Some(path) = path else {
-        return Ok(DpoConfig::default());
-    };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: toml::Value =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let section = match value.get("dpo") {
-        Some(t) => t.clone(),
-        None => value,
-    };
-    section
-        .try_into()
-        .with_context(|| format!("{}: invalid dpo configuration", path.display()))
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let mut cfg = read_config(args.config.as_ref())?;
+    let mut cfg: DpoConfig = super::read_config_section(args.config.as_deref(), "dpo")?;
     if let Some(s) = args.max_steps {
         cfg.max_steps = Some(s);
     }

@@ -2,4 +2,6 @@
 
 mod adamw_golden;
 mod loss_golden;
+mod sft;
+mod sft_golden;
 mod trainer;

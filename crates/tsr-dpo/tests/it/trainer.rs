@@ -14,11 +14,11 @@ use tsr_model::{LoadOptions, Model, ModelConfig};
 /// need reproducible draws hold this lock.
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn tiny_model(seed: u64) -> Model {
+pub(crate) fn tiny_model(seed: u64) -> Model {
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40, "rms_norm_eps": 1e-5,
@@ -70,7 +70,7 @@ fn config() -> DpoConfig {
     }
 }
 
-fn weights(m: &Model) -> Vec<(String, Tensor)> {
+pub(crate) fn weights(m: &Model) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = m
         .var_store()
         .variables()

@@ -239,3 +239,54 @@ fn config_round_trips_through_json() {
         assert_eq!(ModelConfig::from_json_str(&text).unwrap(), c);
     }
 }
+
+#[test]
+fn packed_rows_equal_their_sequences_run_alone() {
+    for case in CASES {
+        let model = load(case);
+        let v = model.config().vocab_size as i64;
+        // Two sequences of 5 and 4 tokens packed in one row of 11 (2 padding slots).
+        let a: Vec<i64> = (0..5).map(|k| (3 + 7 * k) % v).collect();
+        let b: Vec<i64> = (0..4).map(|k| (11 + 5 * k) % v).collect();
+        let alone = |s: &[i64]| {
+            let ids = Tensor::from_slice(s).unsqueeze(0);
+            let mask = ids.ones_like();
+            tch::no_grad(|| model.hidden_states(&ids, &mask, false)).unwrap()
+        };
+        let ids: Vec<i64> = a.iter().chain(&b).copied().chain([0, 0]).collect();
+        let seg: Vec<i64> = [1; 5].into_iter().chain([2; 4]).chain([0; 2]).collect();
+        let pos: Vec<i64> = (0..5).chain(0..4).chain([0, 0]).collect();
+        let packed = tch::no_grad(|| {
+            model.hidden_states_packed(
+                &Tensor::from_slice(&ids).unsqueeze(0),
+                &Tensor::from_slice(&pos).unsqueeze(0),
+                &Tensor::from_slice(&seg).unsqueeze(0),
+                false,
+            )
+        })
+        .unwrap();
+        let da = (packed.narrow(1, 0, 5) - alone(&a))
+            .abs()
+            .max()
+            .double_value(&[]);
+        let db = (packed.narrow(1, 5, 4) - alone(&b))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(da < 1e-5 && db < 1e-5, "{case}: {da:e} {db:e}");
+        // Attention crossing the boundary would change the second sequence.
+        let plain = tch::no_grad(|| {
+            let ids = Tensor::from_slice(&ids[..9]).unsqueeze(0);
+            model.hidden_states(&ids, &ids.ones_like(), false)
+        })
+        .unwrap();
+        let cross = (plain.narrow(1, 5, 4) - alone(&b))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            cross > 1e-3,
+            "{case}: packing without masks is indistinguishable"
+        );
+    }
+}
