@@ -9,6 +9,11 @@ use crate::error::JudgeError;
 /// (`shared/docs/judge-prompt.txt`, from Yuan et al. 2024, figure 2).
 pub const ADDITIVE_5PT: &str = include_str!("prompts/additive_5pt.txt");
 
+/// tsr's short judge prompt: the question, the answer, one line of criteria and the score line.
+/// Small judges (100M-1B parameters) learn to judge with it where the paper's long additive
+/// prompt defeats them (see docs/judging.md); it is not the paper's prompt.
+pub const SHORT: &str = include_str!("prompts/short.txt");
+
 const INSTRUCTION: &str = "{instruction}";
 const RESPONSE: &str = "{response}";
 
@@ -43,6 +48,21 @@ impl JudgeTemplate {
     pub fn additive_5pt() -> Self {
         Self::new("additive_5pt (built in)", ADDITIVE_5PT)
             .expect("the built-in template has both placeholders")
+    }
+
+    /// tsr's short prompt ([`SHORT`]).
+    pub fn short() -> Self {
+        Self::new("short (built in)", SHORT).expect("the built-in template has both placeholders")
+    }
+
+    /// A built-in template by name: `additive` (the paper's, [`ADDITIVE_5PT`]) or `short`
+    /// ([`SHORT`]).
+    pub fn builtin(name: &str) -> Option<Self> {
+        match name {
+            "additive" | "additive_5pt" | "additive-5pt" => Some(Self::additive_5pt()),
+            "short" => Some(Self::short()),
+            _ => None,
+        }
     }
 
     /// A template from text. `origin` names it in errors and logs (a path, or a label).
