@@ -2,7 +2,8 @@
 //!
 //! `cargo xtask setup`          install/verify PyTorch 2.11.0 (libtorch) and link `.libtorch`
 //! `cargo xtask test`           set-up, rustfmt check, clippy -D warnings, boundaries, all tests
-//! `cargo xtask run-iteration`  set-up, then one TSR iteration on the embedded default
+//! `cargo xtask seed-model`     set-up, then the judge-tuned seed model (cached in the tsr home)
+//! `cargo xtask run-iteration`  set-up, seed model, then one TSR iteration on the embedded default
 //! `cargo xtask bench`          benchmarks against the Python references, measured in one run
 //! `cargo xtask reference`      the Python reference environment (transformers, TRL, gguf)
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -32,7 +33,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up, then run one TSR iteration on SmolLM2-135M-Instruct with the built-in prompts.
+    /// Set up, then build the judge-tuned seed model `smollm2-135m-judge` from SmolLM2-135M-Instruct
+    /// (`tsr seed-model`; cached in the tsr home, about 10 minutes the first time).
+    SeedModel {
+        /// Extra arguments passed to `tsr seed-model`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build the seed model if needed, then run one TSR iteration starting from it with
+    /// the built-in prompts.
     RunIteration {
         /// Extra arguments passed to `tsr iterate`.
         #[arg(last = true)]
@@ -66,6 +75,11 @@ fn run() -> Result<()> {
             setup::libtorch(&root)?;
         }
         Cmd::Test { args } => test(&root, &args)?,
+        Cmd::SeedModel { args } => {
+            setup::libtorch(&root)?;
+            let tsr = build_tsr(&root)?;
+            seed_model(&tsr, &args)?;
+        }
         Cmd::RunIteration { args } => run_iteration(&root, &args)?,
         Cmd::Bench { filter } => bench(&root, filter.as_deref())?,
         Cmd::Reference => {
@@ -158,13 +172,27 @@ fn check_boundaries(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_iteration(root: &Path, extra: &[String]) -> Result<()> {
-    setup::libtorch(root)?;
+/// Builds the `tsr` binary; returns its path.
+fn build_tsr(root: &Path) -> Result<PathBuf> {
     step(
         "build tsr",
         cargo(root).args(["build", "--package", "tsr-cli"]),
     )?;
-    let exe = target_dir(root).join("debug").join("tsr");
+    Ok(target_dir(root).join("debug").join("tsr"))
+}
+
+/// `tsr seed-model` (a no-op when the cached seed model has the same recipe).
+fn seed_model(tsr: &Path, extra: &[String]) -> Result<()> {
+    step(
+        "tsr seed-model",
+        Command::new(tsr).arg("seed-model").args(extra),
+    )
+}
+
+fn run_iteration(root: &Path, extra: &[String]) -> Result<()> {
+    setup::libtorch(root)?;
+    let exe = build_tsr(root)?;
+    seed_model(&exe, &[])?;
     let run_dir = root.join("runs").join("default");
     let mut cmd = Command::new(&exe);
     cmd.args(["iterate", "--default", "--run-dir"])

@@ -79,4 +79,23 @@ pub enum JudgeError {
         line: usize,
         message: String,
     },
+
+    /// Evaluation or training data is malformed (no line to point at: a whole file or archive
+    /// member, or a set of records that contradict each other).
+    #[error("{origin}: {message}")]
+    InvalidData { origin: String, message: String },
+
+    /// Training data contains evaluation prompts (AlpacaEval instructions, GSM8K test problems).
+    #[error("{origin}: {count} prompt(s) are evaluation prompts ({sources}) and must not be trained on; the first, at item {first_index}: {first:?}")]
+    EvalOverlap {
+        origin: String,
+        count: usize,
+        sources: String,
+        first_index: usize,
+        first: String,
+    },
+
+    /// An option of a data builder is out of range.
+    #[error("invalid option `{name}`: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
 }

@@ -23,6 +23,12 @@
 //!   3 samples, T = 0.7, top_p = 0.9; `max_new_tokens` 256) and its validated form.
 //! * [`JudgeStats`]: counts (unparsed samples, samples cut at `max_new_tokens`, tokens).
 //! * [`jsonl`]: the JSON-lines input/output of `tsr judge`.
+//! * [`eft`]: EFT data (judge examples to teach a seed model to judge), from judged responses or
+//!   from verifier-scored answers, with a seeded held-out split.
+//! * [`evalsets`]: the offline evaluation data (AlpacaEval instructions, GSM8K test problems)
+//!   and [`EvalGuard`], which keeps them out of training data.
+//! * [`pairs`] / [`judge_eval`]: the built-in judge-accuracy pair set and pairwise accuracy of
+//!   any [`Judge`] on it ([`evaluate_judge`]).
 //!
 //! # Example
 //! ```
@@ -79,6 +85,13 @@ pub mod template;
 pub mod verdict;
 pub mod verifier;
 
+// EFT data, offline evaluation data and judge accuracy.
+pub mod eft;
+pub mod evalsets;
+pub mod judge_eval;
+pub mod pairs;
+mod rng;
+
 pub use config::{JudgeConfig, JudgeMode, JudgeSettings};
 pub use error::JudgeError;
 pub use generate::{
@@ -91,3 +104,8 @@ pub use parse::{mean_score, parse_score, ParseFailure, MAX_SCORE, MIN_SCORE};
 pub use template::{JudgeTemplate, ADDITIVE_5PT, SHORT};
 pub use verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 pub use verifier::{final_number, reference_number, VerifierJudge};
+
+pub use eft::{build_eft, EftExample, EftInput, EftOptions, EftSplit};
+pub use evalsets::{AlpacaItem, EvalGuard, GsmProblem};
+pub use judge_eval::{evaluate_judge, JudgeEvalReport, PairOutcome, Tally};
+pub use pairs::{build_pair_set, JudgePair, PairKind, PairSetOptions};

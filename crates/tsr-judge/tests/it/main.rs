@@ -1,9 +1,12 @@
 //! Integration tests of tsr-judge (one test binary; modules by topic).
 
+mod eft;
 mod fake;
 mod jsonl;
+mod judge_eval;
 mod llm_judge;
 mod modes;
+mod pairs;
 mod parse_props;
 mod parse_table;
 mod prompt;
