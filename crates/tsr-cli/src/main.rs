@@ -35,6 +35,8 @@ enum Command {
     TrainDpo(cmd::train_dpo::Args),
     /// Supervised fine-tuning on chat data (assistant tokens only).
     Sft(cmd::sft::Args),
+    /// Build the judge-tuned seed model (SFT on judge examples made from the model's own answers).
+    SeedModel(cmd::seed_model::Args),
     /// Run Self-Rewarding / Temporal Self-Rewarding iterations.
     Iterate(cmd::iterate::Args),
 }
@@ -49,6 +51,7 @@ fn main() {
         Command::Judge(a) => cmd::judge::run(a),
         Command::TrainDpo(a) => cmd::train_dpo::run(a),
         Command::Sft(a) => cmd::sft::run(a),
+        Command::SeedModel(a) => cmd::seed_model::run(a),
         Command::Iterate(a) => cmd::iterate::run(a),
     };
     if let Err(e) = result {

@@ -5,6 +5,7 @@ pub mod generate;
 pub mod iterate;
 pub mod judge;
 pub mod logprobs;
+pub mod seed_model;
 pub mod sft;
 pub mod train_dpo;
 
