@@ -1,6 +1,7 @@
 //! End-to-end tests of the `tsr` binary (workspace-level, built as a test of tsr-cli).
 
 mod doctor;
+mod eft;
 mod generate;
 mod iterate;
 mod judge;

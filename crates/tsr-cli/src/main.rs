@@ -31,6 +31,12 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Score (prompt, response) pairs with the LLM-as-a-judge prompt (JSON lines).
     Judge(cmd::judge::Args),
+    /// Judge accuracy on pairs with a known better answer (the built-in set by default).
+    JudgeEval(cmd::judge_eval::Args),
+    /// EFT data: judge examples that teach a seed model to judge.
+    Eft(cmd::eft::Args),
+    /// Offline evaluation data: fetch it, write the built-in judge-accuracy pair set.
+    Data(cmd::data::Args),
     /// Train a model with DPO on preference pairs.
     TrainDpo(cmd::train_dpo::Args),
     /// Supervised fine-tuning on chat data (assistant tokens only).
@@ -49,6 +55,9 @@ fn main() {
         Command::Logprobs(a) => cmd::logprobs::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Judge(a) => cmd::judge::run(a),
+        Command::JudgeEval(a) => cmd::judge_eval::run(a),
+        Command::Eft(a) => cmd::eft::run(a),
+        Command::Data(a) => cmd::data::run(a),
         Command::TrainDpo(a) => cmd::train_dpo::run(a),
         Command::Sft(a) => cmd::sft::run(a),
         Command::SeedModel(a) => cmd::seed_model::run(a),
