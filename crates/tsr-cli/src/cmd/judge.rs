@@ -35,38 +35,8 @@ pub struct Args {
     /// Also write the full verdict records (rendered judge prompt, every sample) here.
     #[arg(long, value_name = "FILE.jsonl")]
     verdicts: Option<PathBuf>,
-    /// Judge samples per response [default: 3].
-    #[arg(long)]
-    samples: Option<usize>,
-    /// Judge sampling temperature [default: 0.7].
-    #[arg(long)]
-    temperature: Option<f64>,
-    /// Judge nucleus mass [default: 0.9].
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Generation limit per verdict [default: 256].
-    #[arg(long)]
-    max_new_tokens: Option<usize>,
-    /// Base seed; each item's seed derives from it and the item id [default: 0].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// How verdicts become scores: `sampled` (sample verdicts, parse `Score:`; the paper's),
-    /// `expected` (sample a justification, then the expected score digit from one forward pass)
-    /// or `direct` (no justification: the expected digit after a prefilled `Score: `).
-    #[arg(long, default_value = "sampled")]
-    mode: JudgeMode,
-    /// Judge prompt: a built-in name (`additive`: the paper's additive 5-point prompt; `short`:
-    /// tsr's short prompt for small judges) or a file with `{instruction}` and `{response}`
-    /// [default: additive].
-    #[arg(long, value_name = "NAME|FILE")]
-    template: Option<String>,
-    /// Probability modes: most likely next tokens read at the score position [default: 20].
-    #[arg(long)]
-    top_logprobs: Option<usize>,
-    /// Probability modes: a verdict with less probability than this on the digits 0..5 counts
-    /// as unparsed [default: 0.1].
-    #[arg(long)]
-    min_digit_mass: Option<f64>,
+    #[command(flatten)]
+    judge: JudgeOptions,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -78,34 +48,10 @@ pub struct Args {
     block: usize,
     /// Score by comparing final numbers with each line's `reference` (GSM8K `#### N`): 1 when
     /// equal, 0 otherwise. Needs no model.
-    #[arg(long, conflicts_with_all = ["model", "template", "samples", "temperature", "top_p", "max_new_tokens", "top_logprobs", "min_digit_mass"])]
+    #[arg(long, conflicts_with_all = ["model", "template", "samples", "temperature", "top_p", "max_new_tokens", "top_logprobs", "min_digit_mass", "mode"])]
     verifier: bool,
 }
 
-impl Args {
-    /// The judge configuration: `JudgeConfig`'s defaults, overridden by the flags given.
-    fn judge_config(&self) -> JudgeConfig {
-        let d = JudgeConfig::default();
-        let (template, template_path) = match self.template.as_deref() {
-            None => (d.template.clone(), None),
-            Some(t) if JudgeTemplate::builtin(t).is_some() => (t.to_string(), None),
-            Some(file) => (d.template.clone(), Some(PathBuf::from(file))),
-        };
-        JudgeConfig {
-            mode: self.mode,
-            template,
-            template_path,
-            samples: self.samples.unwrap_or(d.samples),
-            temperature: self.temperature.unwrap_or(d.temperature),
-            top_p: self.top_p.unwrap_or(d.top_p),
-            max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
-            seed: self.seed.unwrap_or(d.seed),
-            batch_size: 0,
-            top_logprobs: self.top_logprobs.unwrap_or(d.top_logprobs),
-            min_digit_mass: self.min_digit_mass.unwrap_or(d.min_digit_mass),
-        }
-    }
-}
 
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.block > 0, "--block must be at least 1");
@@ -116,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
         return judge_all(&args, &mut VerifierJudge::default(), records, &items);
     }
     // Check the settings (and read the template) before the slow model load.
-    let settings = args.judge_config().validate()?;
+    let settings = args.judge.config().validate()?;
     let spec = args
         .model
         .as_deref()
@@ -232,5 +178,68 @@ impl Sink {
                 .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
         }
         Ok(())
+    }
+}
+
+/// The LLM-judge options of `tsr judge` and `tsr judge-eval`.
+#[derive(clap::Args, Debug, Default)]
+pub struct JudgeOptions {
+    /// Judge samples per response [default: 3].
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Judge sampling temperature [default: 0.7].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Judge nucleus mass [default: 0.9].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Generation limit per verdict [default: 256].
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Base seed; each item's seed derives from it and the item id [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How verdicts become scores: `sampled` (sample verdicts, parse `Score:`; the paper's),
+    /// `expected` (sample a justification, then the expected score digit from one forward pass)
+    /// or `direct` (no justification: the expected digit after a prefilled `Score: `).
+    #[arg(long, default_value = "sampled")]
+    pub mode: JudgeMode,
+    /// Judge prompt: a built-in name (`additive`: the paper's additive 5-point prompt; `short`:
+    /// tsr's short prompt for small judges) or a file with `{instruction}` and `{response}`
+    /// [default: additive].
+    #[arg(long, value_name = "NAME|FILE")]
+    pub template: Option<String>,
+    /// Probability modes: most likely next tokens read at the score position [default: 20].
+    #[arg(long)]
+    pub top_logprobs: Option<usize>,
+    /// Probability modes: a verdict with less probability than this on the digits 0..5 counts
+    /// as unparsed [default: 0.1].
+    #[arg(long)]
+    pub min_digit_mass: Option<f64>,
+}
+
+impl JudgeOptions {
+    /// The judge configuration: `JudgeConfig`'s defaults, overridden by the flags given. A
+    /// `--template` that names a built-in prompt selects it; anything else is a file.
+    pub fn config(&self) -> JudgeConfig {
+        let d = JudgeConfig::default();
+        let (template, template_path) = match self.template.as_deref() {
+            None => (d.template.clone(), None),
+            Some(t) if JudgeTemplate::builtin(t).is_some() => (t.to_string(), None),
+            Some(file) => (d.template.clone(), Some(PathBuf::from(file))),
+        };
+        JudgeConfig {
+            mode: self.mode,
+            template,
+            template_path,
+            samples: self.samples.unwrap_or(d.samples),
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
+            seed: self.seed.unwrap_or(d.seed),
+            batch_size: 0,
+            top_logprobs: self.top_logprobs.unwrap_or(d.top_logprobs),
+            min_digit_mass: self.min_digit_mass.unwrap_or(d.min_digit_mass),
+        }
     }
 }

@@ -24,6 +24,7 @@ use tsr_model::{load, parse_device, LoadOptions, Loaded};
 use tsr_sample::{Sampler, SamplerOptions};
 
 use super::data::{builtin_pairs, write_atomic};
+use super::judge::JudgeOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -62,59 +63,6 @@ pub struct Args {
     /// Pairs judged per block (progress is logged after each).
     #[arg(long, default_value_t = 64)]
     block: usize,
-}
-
-/// The LLM-judge options, as `tsr judge` has them.
-#[derive(clap::Args, Debug)]
-pub struct JudgeOptions {
-    /// Judge samples per answer [default: 3].
-    #[arg(long)]
-    samples: Option<usize>,
-    /// Judge sampling temperature [default: 0.7].
-    #[arg(long)]
-    temperature: Option<f64>,
-    /// Judge nucleus mass [default: 0.9].
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Generation limit per verdict [default: 256].
-    #[arg(long)]
-    max_new_tokens: Option<usize>,
-    /// Base seed; each answer's judge seed derives from it and the item id [default: 0].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Judge prompt: `additive` (the paper's), `short`, or a file with `{instruction}` and
-    /// `{response}` [default: additive].
-    #[arg(long, value_name = "additive|short|PATH")]
-    template: Option<String>,
-}
-
-/// The judge configuration and a description of it for the report. A built-in template other
-/// than the paper's goes through a temporary file (`JudgeConfig` names templates by path), kept
-/// alive by the returned guard until the settings are validated.
-fn judge_config(o: &JudgeOptions) -> Result<(JudgeConfig, Option<tempfile::NamedTempFile>)> {
-    let d = JudgeConfig::default();
-    let (template_path, keep) = match o.template.as_deref() {
-        None | Some("additive") => (None, None),
-        Some("short") => {
-            let mut f = tempfile::Builder::new()
-                .prefix("tsr-short-template-")
-                .suffix(".txt")
-                .tempfile()?;
-            f.write_all(tsr_judge::SHORT.as_bytes())?;
-            (Some(f.path().to_path_buf()), Some(f))
-        }
-        Some(path) => (Some(PathBuf::from(path)), None),
-    };
-    let config = JudgeConfig {
-        template_path,
-        samples: o.samples.unwrap_or(d.samples),
-        temperature: o.temperature.unwrap_or(d.temperature),
-        top_p: o.top_p.unwrap_or(d.top_p),
-        max_new_tokens: o.max_new_tokens.unwrap_or(d.max_new_tokens),
-        seed: o.seed.unwrap_or(d.seed),
-        ..d
-    };
-    Ok((config, keep))
 }
 
 /// The judge over a loaded model: the one place that decides how answers are scored.
@@ -173,7 +121,7 @@ pub fn filter_pairs(
 
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.block > 0, "--block must be at least 1");
-    let (config, _template_file) = judge_config(&args.judge)?;
+    let config = args.judge.config();
     config.validate()?;
     let (pairs, pair_source) = select_pairs(&args)?;
     anyhow::ensure!(!pairs.is_empty(), "no pairs to judge");
@@ -275,14 +223,10 @@ mod tests {
     fn the_short_template_reaches_the_judge_settings() {
         let o = JudgeOptions {
             samples: Some(1),
-            temperature: None,
-            top_p: None,
-            max_new_tokens: None,
-            seed: None,
             template: Some("short".into()),
+            ..JudgeOptions::default()
         };
-        let (c, _keep) = judge_config(&o).unwrap();
-        let s = c.validate().unwrap();
+        let s = o.config().validate().unwrap();
         assert_eq!(s.template().text(), tsr_judge::SHORT);
         assert_eq!(s.samples(), 1);
     }
