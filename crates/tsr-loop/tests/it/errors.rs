@@ -130,50 +130,16 @@ fn write_failure_mid_run_leaves_the_stage_incomplete() {
 
 #[test]
 fn backend_protocol_violations_are_errors() {
-    struct Short(FakeBackend);
-    impl tsr_loop::Backend for Short {
-        fn generate(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            r: &[tsr_judge::GenRequest],
-            p: &tsr_judge::SamplingParams,
-        ) -> Result<Vec<Vec<tsr_judge::Completion>>, tsr_loop::BackendError> {
-            let mut v = self.0.generate(m, r, p)?;
-            v[0].pop();
-            Ok(v)
-        }
-        fn judge(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            i: &[tsr_judge::JudgeItem],
-            s: u64,
-        ) -> Result<Vec<tsr_judge::Verdict>, tsr_loop::BackendError> {
-            self.0.judge(m, i, s)
-        }
-        fn train_dpo(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            p: &[tsr_loop::TrainPair],
-            o: &Path,
-            s: u64,
-        ) -> Result<tsr_loop::TrainReport, tsr_loop::BackendError> {
-            self.0.train_dpo(m, p, o, s)
-        }
-        fn representation_similarity(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            p: &[tsr_loop::TrainPair],
-        ) -> Result<Vec<f64>, tsr_loop::BackendError> {
-            self.0.representation_similarity(m, p)
-        }
-        fn provenance(&self) -> tsr_loop::Provenance {
-            self.0.provenance()
-        }
-    }
     let t = tempfile::tempdir().unwrap();
     let mut run = Run::create(t.path(), config(Method::Sr, 1), prompts(2)).unwrap();
     let e = run
-        .execute(&mut Short(FakeBackend::new()), &mut NoObserver)
+        .execute(
+            &mut Tweaked {
+                drop_a_completion: true,
+                ..Tweaked::default()
+            },
+            &mut NoObserver,
+        )
         .unwrap_err()
         .to_string();
     assert!(
@@ -194,47 +160,6 @@ fn documented_example_configs_parse_and_validate() {
 
 #[test]
 fn provenance_is_recorded_and_a_different_judge_is_refused_on_resume() {
-    struct OtherJudge(FakeBackend);
-    impl tsr_loop::Backend for OtherJudge {
-        fn generate(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            r: &[tsr_judge::GenRequest],
-            p: &tsr_judge::SamplingParams,
-        ) -> Result<Vec<Vec<tsr_judge::Completion>>, tsr_loop::BackendError> {
-            self.0.generate(m, r, p)
-        }
-        fn judge(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            i: &[tsr_judge::JudgeItem],
-            s: u64,
-        ) -> Result<Vec<tsr_judge::Verdict>, tsr_loop::BackendError> {
-            self.0.judge(m, i, s)
-        }
-        fn train_dpo(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            p: &[tsr_loop::TrainPair],
-            o: &Path,
-            s: u64,
-        ) -> Result<tsr_loop::TrainReport, tsr_loop::BackendError> {
-            self.0.train_dpo(m, p, o, s)
-        }
-        fn representation_similarity(
-            &mut self,
-            m: &tsr_loop::ModelRef,
-            p: &[tsr_loop::TrainPair],
-        ) -> Result<Vec<f64>, tsr_loop::BackendError> {
-            self.0.representation_similarity(m, p)
-        }
-        fn provenance(&self) -> tsr_loop::Provenance {
-            tsr_loop::Provenance {
-                judge: "another judge".into(),
-                ..self.0.provenance()
-            }
-        }
-    }
     let t = tempfile::tempdir().unwrap();
     let mut run = Run::create(t.path(), config(Method::Sr, 2), prompts(4)).unwrap();
     let mut b = FakeBackend::new();
@@ -250,7 +175,13 @@ fn provenance_is_recorded_and_a_different_judge_is_refused_on_resume() {
 
     let e = Run::open(t.path())
         .unwrap()
-        .execute(&mut OtherJudge(FakeBackend::new()), &mut NoObserver)
+        .execute(
+            &mut Tweaked {
+                judge: Some("another judge".into()),
+                ..Tweaked::default()
+            },
+            &mut NoObserver,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("another judge"), "{e}");
@@ -260,4 +191,68 @@ fn provenance_is_recorded_and_a_different_judge_is_refused_on_resume() {
         .unwrap()
         .execute(&mut FakeBackend::new(), &mut NoObserver)
         .unwrap();
+}
+
+/// The fake backend with one thing changed: a completion missing from the first generation
+/// result (a protocol violation), or another judge in its provenance.
+struct Tweaked {
+    inner: FakeBackend,
+    drop_a_completion: bool,
+    judge: Option<String>,
+}
+
+impl Default for Tweaked {
+    fn default() -> Self {
+        Self {
+            inner: FakeBackend::new(),
+            drop_a_completion: false,
+            judge: None,
+        }
+    }
+}
+
+impl tsr_loop::Backend for Tweaked {
+    fn generate(
+        &mut self,
+        m: &tsr_loop::ModelRef,
+        r: &[tsr_judge::GenRequest],
+        p: &tsr_judge::SamplingParams,
+    ) -> Result<Vec<Vec<tsr_judge::Completion>>, tsr_loop::BackendError> {
+        let mut v = self.inner.generate(m, r, p)?;
+        if self.drop_a_completion {
+            v[0].pop();
+        }
+        Ok(v)
+    }
+    fn judge(
+        &mut self,
+        m: &tsr_loop::ModelRef,
+        i: &[tsr_judge::JudgeItem],
+        s: u64,
+    ) -> Result<Vec<tsr_judge::Verdict>, tsr_loop::BackendError> {
+        self.inner.judge(m, i, s)
+    }
+    fn train_dpo(
+        &mut self,
+        m: &tsr_loop::ModelRef,
+        p: &[tsr_loop::TrainPair],
+        o: &Path,
+        s: u64,
+    ) -> Result<tsr_loop::TrainReport, tsr_loop::BackendError> {
+        self.inner.train_dpo(m, p, o, s)
+    }
+    fn representation_similarity(
+        &mut self,
+        m: &tsr_loop::ModelRef,
+        p: &[tsr_loop::TrainPair],
+    ) -> Result<Vec<f64>, tsr_loop::BackendError> {
+        self.inner.representation_similarity(m, p)
+    }
+    fn provenance(&self) -> tsr_loop::Provenance {
+        let p = self.inner.provenance();
+        tsr_loop::Provenance {
+            judge: self.judge.clone().unwrap_or(p.judge),
+            ..p
+        }
+    }
 }
