@@ -99,8 +99,8 @@ pub use generate::{
     ProbeRequest, ProbeResult, Prompt, SamplingParams, TokenLogprob,
 };
 pub use llm::{item_seed, score_prefill, LlmJudge, SCORE_PREFILL};
-pub use probs::{digit_of, DigitDistribution};
 pub use parse::{mean_score, parse_score, ParseFailure, MAX_SCORE, MIN_SCORE};
+pub use probs::{digit_of, DigitDistribution};
 pub use template::{JudgeTemplate, ADDITIVE_5PT, SHORT};
 pub use verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 pub use verifier::{final_number, reference_number, VerifierJudge};

@@ -8,9 +8,7 @@
 //! untempered distribution, each token decoded on its own.
 
 use tch::{Kind, Tensor};
-use tsr_judge::{
-    GenerateError, NextTokenProbe, ProbeRequest, ProbeResult, Prompt, TokenLogprob,
-};
+use tsr_judge::{GenerateError, NextTokenProbe, ProbeRequest, ProbeResult, Prompt, TokenLogprob};
 
 use crate::error::{SampleError, TchContext};
 use crate::sampler::Sampler;
@@ -123,7 +121,9 @@ impl Sampler<'_> {
             .during("probe mask")?
             .to_device(device);
         let hidden = self.model.hidden_states(&ids, &mask, false)?;
-        let last = hidden.f_select(1, longest as i64 - 1).during("probe last position")?;
+        let last = hidden
+            .f_select(1, longest as i64 - 1)
+            .during("probe last position")?;
         let logprobs = self
             .model
             .lm_head(&last)
@@ -131,8 +131,9 @@ impl Sampler<'_> {
             .during("probe log_softmax")?;
         let k = top_k.min(logprobs.size()[1] as usize) as i64;
         let (values, indices) = logprobs.f_topk(k, -1, true, true).during("probe top-k")?;
-        let values: Vec<f32> = Vec::<f32>::try_from(values.to_device(tch::Device::Cpu).flatten(0, -1))
-            .during("probe values")?;
+        let values: Vec<f32> =
+            Vec::<f32>::try_from(values.to_device(tch::Device::Cpu).flatten(0, -1))
+                .during("probe values")?;
         let indices: Vec<i64> =
             Vec::<i64>::try_from(indices.to_device(tch::Device::Cpu).flatten(0, -1))
                 .during("probe indices")?;

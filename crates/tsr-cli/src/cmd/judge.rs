@@ -52,7 +52,6 @@ pub struct Args {
     verifier: bool,
 }
 
-
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.block > 0, "--block must be at least 1");
     let (records, items) = read_judge_input(&args.input)?;

@@ -37,7 +37,7 @@ use tsr_loop::seed_data::{seed_instructions, seed_topic};
 use tsr_model::{load, parse_device, LoadOptions, Loaded};
 use tsr_sample::Sampler;
 
-#[derive(clap::Args, Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct Args {
     /// Base model: built-in name, Hugging Face directory or .gguf file.
     #[arg(long, default_value = "smollm2-135m-instruct")]
@@ -86,7 +86,7 @@ pub struct Args {
 /// Bumped whenever the recipe changes what is built from the same arguments.
 const RECIPE: u32 = 1;
 
-#[derive(Serialize, Deserialize, PartialEq)]
+#[derive(Serialize)]
 struct Manifest {
     recipe: u32,
     args: Args,
@@ -97,7 +97,10 @@ pub fn run(args: Args) -> Result<()> {
         (0.0..1.0).contains(&args.holdout) && args.holdout > 0.0,
         "--holdout must be in (0, 1)"
     );
-    anyhow::ensure!(args.instructions >= 10, "--instructions must be at least 10");
+    anyhow::ensure!(
+        args.instructions >= 10,
+        "--instructions must be at least 10"
+    );
     let template = JudgeTemplate::builtin(&args.template)
         .with_context(|| format!("--template {}: use short or additive", args.template))?;
     let out = args.out.clone().unwrap_or_else(tsr_model::seed_model_dir);
@@ -107,8 +110,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     let manifest_path = out.join("seed-model.json");
     if !args.force {
+        // Compared as JSON: the fields that do not change the model are not serialized.
+        let wanted = serde_json::to_value(&manifest)?;
         if let Ok(text) = std::fs::read_to_string(&manifest_path) {
-            if serde_json::from_str::<Manifest>(&text).ok().as_ref() == Some(&manifest) {
+            if serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .as_ref()
+                == Some(&wanted)
+            {
                 eprintln!(
                     "tsr seed-model: {} already holds this seed model (use --force to rebuild)",
                     out.display()

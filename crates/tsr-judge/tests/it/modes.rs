@@ -17,7 +17,9 @@ struct LengthJudge {
 }
 
 fn response_in(p: &Prompt) -> String {
-    let Prompt::Chat(m) = p else { panic!("chat prompt") };
+    let Prompt::Chat(m) = p else {
+        panic!("chat prompt")
+    };
     let c = &m[0].content;
     let s = c.find("<response>").unwrap() + "<response>".len();
     c[s..c.rfind("</response>").unwrap()].to_string()
@@ -44,7 +46,10 @@ impl Generator for LengthJudge {
             .map(|r| {
                 (0..r.n)
                     .map(|j| Completion {
-                        text: format!("Justification {j} of a {}-char answer.\n", response_in(&r.prompt).len()),
+                        text: format!(
+                            "Justification {j} of a {}-char answer.\n",
+                            response_in(&r.prompt).len()
+                        ),
                         token_ids: vec![1; 6],
                         finish_reason: FinishReason::Stop,
                         prompt_tokens: 50,
@@ -108,7 +113,8 @@ fn config(mode: JudgeMode) -> JudgeConfig {
 
 #[test]
 fn direct_mode_is_one_probe_per_item_and_no_sampling() {
-    let mut judge = LlmJudge::from_config(LengthJudge::default(), &config(JudgeMode::Direct)).unwrap();
+    let mut judge =
+        LlmJudge::from_config(LengthJudge::default(), &config(JudgeMode::Direct)).unwrap();
     let v = judge.judge(&items()).unwrap();
     let g = judge.generator();
     assert!(g.generate_calls.is_empty(), "direct mode samples nothing");
@@ -158,7 +164,11 @@ fn expected_mode_probes_after_each_justification() {
     assert_eq!(g.generate_calls.len(), 1);
     let (reqs, params) = &g.generate_calls[0];
     assert!(reqs.iter().all(|r| r.n == 2));
-    assert!(params.stop.iter().any(|s| s == "Score:"), "{:?}", params.stop);
+    assert!(
+        params.stop.iter().any(|s| s == "Score:"),
+        "{:?}",
+        params.stop
+    );
     assert_eq!(g.probe_calls[0].len(), 6, "one probe per justification");
     assert_eq!(
         g.probe_calls[0][1].prefill,
@@ -197,10 +207,14 @@ fn a_generator_without_probabilities_is_a_clear_error() {
 
 #[test]
 fn verdict_records_keep_the_probabilities() {
-    let mut judge = LlmJudge::from_config(LengthJudge::default(), &config(JudgeMode::Direct)).unwrap();
+    let mut judge =
+        LlmJudge::from_config(LengthJudge::default(), &config(JudgeMode::Direct)).unwrap();
     let v = judge.judge(&items()).unwrap();
     let json = serde_json::to_value(&v[0]).unwrap();
-    assert_eq!(json["samples"][0]["digit_probs"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        json["samples"][0]["digit_probs"].as_array().unwrap().len(),
+        6
+    );
     assert!(json["samples"][0]["digit_mass"].is_number());
     let back: tsr_judge::Verdict = serde_json::from_value(json).unwrap();
     assert_eq!(back, v[0]);

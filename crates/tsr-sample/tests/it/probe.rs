@@ -18,7 +18,11 @@ fn fixtures() -> PathBuf {
 
 fn cases() -> Vec<Value> {
     let text = std::fs::read_to_string(fixtures().join("probe.json")).unwrap();
-    serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn messages(case: &Value) -> Vec<ChatMessage> {
@@ -37,7 +41,11 @@ fn rel(a: f64, b: f64) -> f64 {
 fn probe_matches_transformers_and_sums_every_digit_id() {
     for case in cases() {
         let name = case["gguf"].as_str().unwrap();
-        let loaded = load(fixtures().join(name).to_str().unwrap(), &LoadOptions::default()).unwrap();
+        let loaded = load(
+            fixtures().join(name).to_str().unwrap(),
+            &LoadOptions::default(),
+        )
+        .unwrap();
         let sampler = Sampler::new(&loaded.model, &loaded.tokenizer);
         let request = ProbeRequest {
             prompt: Prompt::Chat(messages(&case)),
@@ -51,23 +59,39 @@ fn probe_matches_transformers_and_sums_every_digit_id() {
         let top = sampler.probe(std::slice::from_ref(&request), 8).unwrap();
         assert_eq!(top[0].prompt_tokens, want_ids.len());
         for (j, t) in top[0].top.iter().enumerate() {
-            assert_eq!(t.id.unwrap() as u64, case["top_ids"][j].as_u64().unwrap(), "{name} top {j}");
-            assert!((t.logprob - f(&case["top_logprobs"][j])).abs() < 1e-5, "{name} top {j}");
+            assert_eq!(
+                t.id.unwrap() as u64,
+                case["top_ids"][j].as_u64().unwrap(),
+                "{name} top {j}"
+            );
+            assert!(
+                (t.logprob - f(&case["top_logprobs"][j])).abs() < 1e-5,
+                "{name} top {j}"
+            );
         }
 
         // Over the whole vocabulary, digit probabilities summed over all of each digit's ids
         // equal transformers'; each digit has at least two ids in these vocabularies.
         let vocab = loaded.model.config().vocab_size;
-        let full = sampler.probe(std::slice::from_ref(&request), vocab).unwrap();
+        let full = sampler
+            .probe(std::slice::from_ref(&request), vocab)
+            .unwrap();
         let dist = tsr_judge::DigitDistribution::from_top(&full[0].top);
         for d in 0..6 {
             let ids = case["digit_ids"][d].as_array().unwrap();
             assert!(ids.len() >= 2, "{name}: digit {d} has {} id(s)", ids.len());
             let want = f(&case["digit_probs"][d]);
-            assert!(rel(dist.probs[d], want) < 1e-4, "{name} digit {d}: {} vs {want}", dist.probs[d]);
+            assert!(
+                rel(dist.probs[d], want) < 1e-4,
+                "{name} digit {d}: {} vs {want}",
+                dist.probs[d]
+            );
         }
         assert!(rel(dist.mass, f(&case["digit_mass"])) < 1e-4, "{name}");
-        assert!((dist.expected().unwrap() - f(&case["expected"])).abs() < 1e-5, "{name}");
+        assert!(
+            (dist.expected().unwrap() - f(&case["expected"])).abs() < 1e-5,
+            "{name}"
+        );
     }
 }
 
@@ -77,7 +101,11 @@ fn direct_judge_scores_the_expected_digit_of_transformers() {
     // question and answer reproduces the fixture's message exactly.
     for case in cases() {
         let name = case["gguf"].as_str().unwrap();
-        let loaded = load(fixtures().join(name).to_str().unwrap(), &LoadOptions::default()).unwrap();
+        let loaded = load(
+            fixtures().join(name).to_str().unwrap(),
+            &LoadOptions::default(),
+        )
+        .unwrap();
         let sampler = Sampler::new(&loaded.model, &loaded.tokenizer);
         let content = messages(&case)[0].content.clone();
         let (q, rest) = content.split_once("\nAnswer: ").unwrap();
@@ -107,7 +135,11 @@ fn direct_judge_scores_the_expected_digit_of_transformers() {
 fn batched_probes_equal_single_ones() {
     let case = &cases()[0];
     let name = case["gguf"].as_str().unwrap();
-    let loaded = load(fixtures().join(name).to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let loaded = load(
+        fixtures().join(name).to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let sampler = Sampler::new(&loaded.model, &loaded.tokenizer);
     let requests: Vec<ProbeRequest> = ["a", "longer answer here", "bb"]
         .iter()
