@@ -5,7 +5,8 @@
 //! any other fields passed through unchanged (see `tsr_judge::jsonl`). The whole file is
 //! validated before a model is loaded; a malformed line is an error naming its line.
 //! Output: each input line plus `score` (mean of the parsed judge samples, `null` when none
-//! parsed), `judge_samples`, `judge_scores`, `judge_failures`, `judge_finish_reasons`.
+//! parsed), `judge_samples`, `judge_scores`, `judge_failures`, `judge_finish_reasons`, and in the
+//! probability modes (`--mode expected|direct`) `judge_digit_mass` and `judge_digit_probs`.
 //! Defaults (3 samples, T 0.7, top_p 0.9, 256 new tokens) are `tsr_judge::JudgeConfig`'s.
 
 use std::fs::File;
