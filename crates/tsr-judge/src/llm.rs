@@ -134,19 +134,7 @@ impl<G: Generator> LlmJudge<G> {
             .zip(rendered)
             .map(|(item, text)| self.request_for(item, text.clone()))
             .collect();
-        let outputs = self
-            .generator
-            .generate(&requests, params)
-            .map_err(|source| JudgeError::Generator {
-                requests: requests.len(),
-                source,
-            })?;
-        if outputs.len() != requests.len() {
-            return Err(JudgeError::OutputCount {
-                expected: requests.len(),
-                got: outputs.len(),
-            });
-        }
+        let outputs = one_per_request(requests.len(), self.generator.generate(&requests, params))?;
         let expected = self.settings.samples();
         for (item, completions) in items.iter().zip(&outputs) {
             if completions.len() != expected {
@@ -168,19 +156,7 @@ impl<G: Generator> LlmJudge<G> {
             .generator
             .as_probe()
             .ok_or(JudgeError::NoProbe { mode })?;
-        let results = probe
-            .next_token_logprobs(requests, top_k)
-            .map_err(|source| JudgeError::Generator {
-                requests: requests.len(),
-                source,
-            })?;
-        if results.len() != requests.len() {
-            return Err(JudgeError::OutputCount {
-                expected: requests.len(),
-                got: results.len(),
-            });
-        }
-        Ok(results)
+        one_per_request(requests.len(), probe.next_token_logprobs(requests, top_k))
     }
 
     fn judge_sampled(&mut self, items: &[JudgeItem]) -> Result<Vec<Verdict>, JudgeError> {
@@ -263,6 +239,22 @@ impl<G: Generator> LlmJudge<G> {
             })
             .collect())
     }
+}
+
+/// A generator's or probe's answer to `requests` requests: its error wrapped, and exactly one
+/// output per request.
+fn one_per_request<T>(
+    requests: usize,
+    result: Result<Vec<T>, crate::generate::GenerateError>,
+) -> Result<Vec<T>, JudgeError> {
+    let outputs = result.map_err(|source| JudgeError::Generator { requests, source })?;
+    if outputs.len() != requests {
+        return Err(JudgeError::OutputCount {
+            expected: requests,
+            got: outputs.len(),
+        });
+    }
+    Ok(outputs)
 }
 
 /// The start of the judge's answer in `direct` mode, and what `expected` mode appends to a
