@@ -311,6 +311,43 @@ impl EvalGuard {
     }
 }
 
+/// One entry of an AlpacaEval model-outputs file: what the official scorer reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlpacaOutput {
+    pub instruction: String,
+    pub output: String,
+    /// The name of the model that wrote `output` (AlpacaEval groups results by it).
+    pub generator: String,
+    /// The AlpacaEval subset the instruction comes from.
+    pub dataset: String,
+}
+
+/// A model's answers to the AlpacaEval instructions in AlpacaEval's own format (a JSON array of
+/// `{instruction, output, generator, dataset}`), ready for `alpaca_eval --model_outputs`.
+/// `outputs[i]` answers `items[i]`.
+pub fn alpaca_export(
+    items: &[AlpacaItem],
+    outputs: &[String],
+    generator: &str,
+) -> Result<Vec<AlpacaOutput>, JudgeError> {
+    if items.len() != outputs.len() {
+        return Err(JudgeError::OutputCount {
+            expected: items.len(),
+            got: outputs.len(),
+        });
+    }
+    Ok(items
+        .iter()
+        .zip(outputs)
+        .map(|(item, output)| AlpacaOutput {
+            instruction: item.instruction.clone(),
+            output: output.clone(),
+            generator: generator.to_string(),
+            dataset: item.dataset.clone(),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,9 @@
 //!   and [`EvalGuard`], which keeps them out of training data.
 //! * [`pairs`] / [`judge_eval`]: the built-in judge-accuracy pair set and pairwise accuracy of
 //!   any [`Judge`] on it ([`evaluate_judge`]).
+//! * [`pairwise`] / [`winrate`]: pairwise judges ([`LlmPairwiseJudge`], [`RuleJudge`]) and the
+//!   win rate of one model's answers over another's, judged in both orders ([`win_rate`]).
+//! * [`gsm_eval`]: GSM8K accuracy of a model's answers ([`score_gsm8k`]).
 //!
 //! # Example
 //! ```
@@ -88,9 +91,12 @@ pub mod verifier;
 // EFT data, offline evaluation data and judge accuracy.
 pub mod eft;
 pub mod evalsets;
+pub mod gsm_eval;
 pub mod judge_eval;
 pub mod pairs;
+pub mod pairwise;
 mod rng;
+pub mod winrate;
 
 pub use config::{JudgeConfig, JudgeMode, JudgeSettings};
 pub use error::JudgeError;
@@ -106,6 +112,12 @@ pub use verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 pub use verifier::{final_number, reference_number, VerifierJudge};
 
 pub use eft::{build_eft, EftExample, EftInput, EftOptions, EftSplit};
-pub use evalsets::{AlpacaItem, EvalGuard, GsmProblem};
+pub use evalsets::{alpaca_export, AlpacaItem, AlpacaOutput, EvalGuard, GsmProblem};
+pub use gsm_eval::{gsm8k_prompt, score_gsm8k, GsmRecord, GsmReport, GSM8K_PROMPT};
 pub use judge_eval::{evaluate_judge, JudgeEvalReport, PairOutcome, Tally};
 pub use pairs::{build_pair_set, JudgePair, PairKind, PairSetOptions};
+pub use pairwise::{
+    LlmPairwiseJudge, PairwiseItem, PairwiseJudge, PairwiseMode, PairwiseSettings,
+    PairwiseTemplate, PairwiseVerdict, Preference, RuleJudge, StyleRule, PAIRWISE,
+};
+pub use winrate::{win_rate, Matchup, WinRateRecord, WinRateReport};

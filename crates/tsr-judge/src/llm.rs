@@ -243,7 +243,7 @@ impl<G: Generator> LlmJudge<G> {
 
 /// A generator's or probe's answer to `requests` requests: its error wrapped, and exactly one
 /// output per request.
-fn one_per_request<T>(
+pub(crate) fn one_per_request<T>(
     requests: usize,
     result: Result<Vec<T>, crate::generate::GenerateError>,
 ) -> Result<Vec<T>, JudgeError> {
