@@ -7,6 +7,7 @@ mod iterate;
 mod judge;
 mod logprobs;
 mod sft;
+mod training;
 
 use std::process::Command;
 
