@@ -2,6 +2,7 @@
 
 mod doctor;
 mod eft;
+mod eval;
 mod generate;
 mod iterate;
 mod judge;

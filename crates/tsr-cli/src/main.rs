@@ -37,6 +37,9 @@ enum Command {
     Eft(cmd::eft::Args),
     /// Offline evaluation data: fetch it, write the built-in judge-accuracy pair set.
     Data(cmd::data::Args),
+    /// Is a model better? Win rates, GSM8K accuracy, AlpacaEval export, judge accuracy.
+    #[command(subcommand_required = true)]
+    Eval(cmd::eval::Args),
     /// Train a model with DPO on preference pairs.
     TrainDpo(cmd::train_dpo::Args),
     /// Supervised fine-tuning on chat data (assistant tokens only).
@@ -58,6 +61,7 @@ fn main() {
         Command::JudgeEval(a) => cmd::judge_eval::run(a),
         Command::Eft(a) => cmd::eft::run(a),
         Command::Data(a) => cmd::data::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::TrainDpo(a) => cmd::train_dpo::run(a),
         Command::Sft(a) => cmd::sft::run(a),
         Command::SeedModel(a) => cmd::seed_model::run(a),

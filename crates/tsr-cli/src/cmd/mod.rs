@@ -3,6 +3,7 @@
 pub mod data;
 pub mod doctor;
 pub mod eft;
+pub mod eval;
 pub mod generate;
 pub mod iterate;
 pub mod judge;
