@@ -140,6 +140,31 @@ impl TorchBackend {
         Ok(verdicts)
     }
 
+    fn compare_impl(
+        &mut self,
+        m: &ModelRef,
+        items: &[tsr_judge::PairwiseItem],
+        mode: tsr_judge::PairwiseMode,
+        seed: u64,
+    ) -> Result<Vec<tsr_judge::PairwiseVerdict>> {
+        use tsr_judge::PairwiseJudge;
+        if self.settings.hash_judge {
+            return Ok(items.iter().map(|i| hash_preference(i, seed)).collect());
+        }
+        let settings = tsr_judge::PairwiseSettings {
+            mode,
+            seed,
+            ..tsr_judge::PairwiseSettings::default()
+        };
+        let options = self.settings.sampler.clone();
+        let loaded = self.model(m)?;
+        let sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
+            .with_generation_config(&loaded.generation)
+            .with_options(options);
+        let mut judge = tsr_judge::LlmPairwiseJudge::new(sampler, settings)?;
+        judge.compare(items).context("pairwise judging")
+    }
+
     fn train_impl(
         &mut self,
         init: &ModelRef,
@@ -260,6 +285,33 @@ impl TorchBackend {
 }
 
 /// A verdict from a hash (see [`TorchSettings::hash_judge`]): scores on the half-point grid.
+/// The hash judge's pairwise verdict (a test double, like [`hash_verdict`]).
+fn hash_preference(item: &tsr_judge::PairwiseItem, seed: u64) -> tsr_judge::PairwiseVerdict {
+    let mut h = tsr_judge::item_seed(seed, &item.id);
+    for b in item
+        .response_a
+        .bytes()
+        .chain([0xff])
+        .chain(item.response_b.bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let preference = [
+        tsr_judge::Preference::A,
+        tsr_judge::Preference::B,
+        tsr_judge::Preference::Tie,
+    ][(h % 3) as usize];
+    tsr_judge::PairwiseVerdict {
+        id: item.id.clone(),
+        preference: Some(preference),
+        text: Some("hash judge".into()),
+        probs: None,
+        failure: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    }
+}
+
 fn hash_verdict(item: &JudgeItem, seed: u64) -> Verdict {
     let mut h = tsr_judge::item_seed(seed, &item.id);
     for b in item.response.bytes() {
@@ -354,6 +406,16 @@ impl tsr_loop::Backend for TorchBackend {
         pairs: &[TrainPair],
     ) -> Result<Vec<f64>, BackendError> {
         self.similarity_impl(model, pairs).map_err(boxed)
+    }
+
+    fn compare(
+        &mut self,
+        judge: &ModelRef,
+        items: &[tsr_judge::PairwiseItem],
+        mode: tsr_judge::PairwiseMode,
+        seed: u64,
+    ) -> Result<Vec<tsr_judge::PairwiseVerdict>, BackendError> {
+        self.compare_impl(judge, items, mode, seed).map_err(boxed)
     }
 }
 

@@ -4,7 +4,10 @@
 use crate::error::BackendError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tsr_judge::{Completion, GenRequest, JudgeItem, SamplingParams, Verdict};
+use tsr_judge::{
+    Completion, GenRequest, JudgeItem, PairwiseItem, PairwiseMode, PairwiseVerdict, SamplingParams,
+    Verdict,
+};
 
 /// A model the backend can load: `M_0` (a name or folder from the configuration) or a checkpoint
 /// folder the backend wrote during the run.
@@ -122,6 +125,21 @@ pub trait Backend {
         pairs: &[TrainPair],
     ) -> Result<Vec<f64>, BackendError>;
 
+    /// Compare two answers per item with `judge` as a pairwise judge (tsr-judge's
+    /// `LlmPairwiseJudge` in `mode`, built-in pairwise prompt); one verdict per item, in order.
+    /// Sampled verdicts must be seeded from `(seed, items[i].id)` only. Needed by `[eval]`; a
+    /// backend without it fails the eval stage with this default's error.
+    fn compare(
+        &mut self,
+        judge: &ModelRef,
+        items: &[PairwiseItem],
+        mode: PairwiseMode,
+        seed: u64,
+    ) -> Result<Vec<PairwiseVerdict>, BackendError> {
+        let _ = (judge, items, mode, seed);
+        Err("this backend cannot compare answers pairwise; remove [eval] from the config".into())
+    }
+
     /// What this backend is and how it judges (see [`Provenance`]).
     fn provenance(&self) -> Provenance;
 }
@@ -158,6 +176,15 @@ impl<B: Backend + ?Sized> Backend for &mut B {
         pairs: &[TrainPair],
     ) -> Result<Vec<f64>, BackendError> {
         (**self).representation_similarity(model, pairs)
+    }
+    fn compare(
+        &mut self,
+        judge: &ModelRef,
+        items: &[PairwiseItem],
+        mode: PairwiseMode,
+        seed: u64,
+    ) -> Result<Vec<PairwiseVerdict>, BackendError> {
+        (**self).compare(judge, items, mode, seed)
     }
     fn provenance(&self) -> Provenance {
         (**self).provenance()

@@ -113,6 +113,41 @@ impl Default for LoopSection {
 }
 
 /// Written by tsr into the run directory's copy of the configuration.
+/// `[eval]`: after each iteration, answer held-out prompts with `M_{i+1}`, `M_i` and `M_0` and
+/// compare them pairwise with a judge model (win rates in both orders, see `tsr_judge::winrate`).
+/// Absent: no evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Held-out prompts (JSON lines `{id, prompt}`); none: tsr's 24 built-in evaluation
+    /// instructions. They must not overlap the training prompts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<PathBuf>,
+    /// Use only the first N prompts (0: all).
+    pub limit: usize,
+    /// The judge: `m0` (the seed model), `current` (the model being evaluated) or a model spec.
+    pub judge: String,
+    /// `direct` (probabilities of A/B/tie after `Winner:`) or `sampled`.
+    pub mode: tsr_judge::PairwiseMode,
+    /// Also compare `M_{i+1}` with `M_0` (from iteration 2 on; in iteration 1 `M_i` is `M_0`).
+    pub vs_initial: bool,
+    /// Generation limit of the evaluated answers (decoded greedily).
+    pub max_new_tokens: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            prompts: None,
+            limit: 0,
+            judge: "m0".into(),
+            mode: tsr_judge::PairwiseMode::Direct,
+            vs_initial: true,
+            max_new_tokens: 96,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resolved {
@@ -133,6 +168,8 @@ pub struct Config {
     /// DPO settings, owned by the backend (tsr-dpo's config in the CLI).
     pub dpo: toml::Table,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolved>,
 }
 
@@ -149,9 +186,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
         let mut cfg = Self::from_toml_str(&text, path)?;
-        if cfg.run.prompts.is_relative() {
-            if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent() {
+            if cfg.run.prompts.is_relative() {
                 cfg.run.prompts = dir.join(&cfg.run.prompts);
+            }
+            if let Some(p) = cfg.eval.as_mut().and_then(|e| e.prompts.as_mut()) {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
             }
         }
         Ok(cfg)
@@ -209,6 +251,14 @@ impl Config {
             {
                 Some(b) if b > 0.0 && b.is_finite() => {}
                 _ => return bad(format!("dpo.beta = {beta} must be a number > 0")),
+            }
+        }
+        if let Some(e) = &self.eval {
+            if e.max_new_tokens == 0 {
+                return bad("eval.max_new_tokens must be at least 1".into());
+            }
+            if e.judge.trim().is_empty() {
+                return bad("eval.judge is empty (use `m0`, `current` or a model)".into());
             }
         }
         if let Some(top_p) = self.judge.get("top_p").and_then(|v| v.as_float()) {

@@ -268,6 +268,57 @@ impl Backend for FakeBackend {
             .collect())
     }
 
+    fn compare(
+        &mut self,
+        judge: &ModelRef,
+        items: &[tsr_judge::PairwiseItem],
+        _mode: tsr_judge::PairwiseMode,
+        seed: u64,
+    ) -> Result<Vec<tsr_judge::PairwiseVerdict>, BackendError> {
+        use tsr_judge::Preference;
+        self.tick()?;
+        let (fp, _) = Self::fingerprint(judge)?;
+        // Answers of more-trained models (a higher `(dN)`) win; otherwise a hash decides.
+        let depth = |t: &str| -> u64 {
+            t.rsplit_once("(d")
+                .and_then(|(_, r)| r.trim_end_matches(')').parse().ok())
+                .unwrap_or(0)
+        };
+        let out = items
+            .iter()
+            .map(|it| {
+                let (da, db) = (depth(&it.response_a), depth(&it.response_b));
+                let x = h(&[
+                    fp.as_bytes(),
+                    it.response_a.as_bytes(),
+                    it.response_b.as_bytes(),
+                    &tsr_judge::item_seed(seed, &it.id).to_le_bytes(),
+                ]);
+                let preference = match da.cmp(&db) {
+                    std::cmp::Ordering::Greater => Preference::A,
+                    std::cmp::Ordering::Less => Preference::B,
+                    std::cmp::Ordering::Equal => match x % 3 {
+                        0 => Preference::A,
+                        1 => Preference::B,
+                        _ => Preference::Tie,
+                    },
+                };
+                tsr_judge::PairwiseVerdict {
+                    id: it.id.clone(),
+                    preference: Some(preference),
+                    text: Some("fake pairwise verdict".into()),
+                    probs: None,
+                    failure: None,
+                    prompt_tokens: 30 + (it.response_a.len() + it.response_b.len()) / 4,
+                    completion_tokens: 0,
+                }
+            })
+            .collect();
+        self.log
+            .push(format!("compare {} {}", judge.name, items.len()));
+        Ok(out)
+    }
+
     fn provenance(&self) -> crate::Provenance {
         crate::Provenance {
             backend: "fake backend (tsr-loop's test double: no model)".into(),

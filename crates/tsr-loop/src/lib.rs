@@ -22,7 +22,7 @@ pub mod seed_data;
 pub use backend::{
     Backend, Event, ModelRef, NoObserver, Observer, Provenance, TrainPair, TrainReport,
 };
-pub use config::{Config, FuturePrompts, LoopSection, Method, RunSection};
+pub use config::{Config, EvalSection, FuturePrompts, LoopSection, Method, RunSection};
 pub use error::{BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};
 pub use run::{Run, RunOutcome, RunState, Stage};

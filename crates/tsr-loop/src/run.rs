@@ -57,6 +57,8 @@ pub enum Stage {
     Curate2,
     Similarity,
     Train,
+    /// Win rates of `M_{i+1}` against `M_i` and `M_0` (only with `[eval]`).
+    Eval,
     Summary,
 }
 
@@ -74,11 +76,22 @@ impl Stage {
             Stage::Curate2 => "curate-2",
             Stage::Similarity => "similarity",
             Stage::Train => "train",
+            Stage::Eval => "eval",
             Stage::Summary => "summary",
         }
     }
 
-    /// The stages of one iteration of `method`, in order.
+    /// The stages of one iteration of `method`, in order; `eval` adds [`Stage::Eval`] before
+    /// the summary.
+    pub fn plan_with(method: Method, eval: bool) -> Vec<Stage> {
+        let mut v = Self::plan(method).to_vec();
+        if eval {
+            v.insert(v.len() - 1, Stage::Eval);
+        }
+        v
+    }
+
+    /// The stages of one iteration of `method` without evaluation, in order.
     pub fn plan(method: Method) -> &'static [Stage] {
         use Stage::*;
         match method {
@@ -169,8 +182,13 @@ pub struct Run {
     dir: PathBuf,
     config: Config,
     prompts: Vec<PromptRecord>,
+    /// The held-out prompts of `[eval]` (empty without it).
+    eval_prompts: Vec<PromptRecord>,
     per_iteration: usize,
 }
+
+/// Where a run keeps its copy of the `[eval]` prompts.
+const EVAL_PROMPTS: &str = "eval-prompts.jsonl";
 
 const FORMAT: u32 = 1;
 
@@ -192,6 +210,13 @@ impl Run {
             }
         }
         let per_iteration = config.chunk_size(prompts.len())?;
+        let eval_prompts = match &config.eval {
+            Some(e) => crate::defaults::eval_prompts_for(e, &prompts)?,
+            None => Vec::new(),
+        };
+        if let Some(e) = config.eval.as_mut() {
+            e.prompts = Some(PathBuf::from(EVAL_PROMPTS));
+        }
         config.loop_.prompts_per_iteration = per_iteration;
         config.run.prompts = PathBuf::from("prompts.jsonl");
         config.resolved = Some(Resolved {
@@ -212,6 +237,9 @@ impl Run {
         }
         fsio::create_dir(dir)?;
         fsio::write_jsonl(&dir.join("prompts.jsonl"), &prompts)?;
+        if config.eval.is_some() {
+            fsio::write_jsonl(&dir.join(EVAL_PROMPTS), &eval_prompts)?;
+        }
         fsio::write_bytes(
             &dir.join("config.toml"),
             config.to_toml_string()?.as_bytes(),
@@ -228,6 +256,7 @@ impl Run {
             dir: dir.to_path_buf(),
             config,
             prompts,
+            eval_prompts,
             per_iteration,
         })
     }
@@ -264,10 +293,18 @@ impl Run {
         let ptext = std::fs::read_to_string(&ppath).map_err(io(&ppath))?;
         let prompts = parse_prompts(&ptext, &ppath)?;
         let per_iteration = config.chunk_size(prompts.len())?;
+        let eval_prompts = if config.eval.is_some() {
+            let epath = dir.join(EVAL_PROMPTS);
+            let etext = std::fs::read_to_string(&epath).map_err(io(&epath))?;
+            parse_prompts(&etext, &epath)?
+        } else {
+            Vec::new()
+        };
         Ok(Run {
             dir: dir.to_path_buf(),
             config,
             prompts,
+            eval_prompts,
             per_iteration,
         })
     }
@@ -297,6 +334,11 @@ impl Run {
     }
     pub fn prompts(&self) -> &[PromptRecord] {
         &self.prompts
+    }
+
+    /// The stages of one iteration of this run, in order.
+    pub fn stages(&self) -> Vec<Stage> {
+        Stage::plan_with(self.config.run.method, self.config.eval.is_some())
     }
 
     fn iter_dir(&self, it: u32) -> PathBuf {
@@ -355,7 +397,6 @@ impl Run {
     ) -> Result<RunOutcome> {
         self.recover()?;
         self.check_provenance(&backend.provenance())?;
-        let method = self.config.run.method;
         let n = self.config.run.iterations;
         for it in 1..=n {
             let span = tracing::info_span!("iteration", it);
@@ -374,7 +415,7 @@ impl Run {
                     .collect();
                 fsio::write_json(&idir.join("prompts.json"), &ids)?;
             }
-            for &stage in Stage::plan(method) {
+            for stage in self.stages() {
                 if self.is_done(it, stage) {
                     obs.event(&Event::StageSkipped {
                         iteration: it,
@@ -484,7 +525,7 @@ impl Run {
         let mut completed = 0;
         let mut model = "m0".to_string();
         for it in 1..=self.config.run.iterations {
-            for &stage in Stage::plan(method) {
+            for stage in self.stages() {
                 if !self.is_done(it, stage) {
                     continue;
                 }
@@ -582,6 +623,7 @@ impl Run {
                 self.train_stage(b, it, stage, &mi, &pairs, "model")
             }
             Stage::Similarity => self.similarity_stage(b, it, &mi),
+            Stage::Eval => self.eval_stage(b, obs, it),
             Stage::Summary => self.summary_stage(it),
         }
     }
@@ -1110,6 +1152,196 @@ impl Run {
         })
     }
 
+    /// The answers of `model` to the `[eval]` prompts (greedy, seeded per prompt), cached in
+    /// `eval/answers-<model>.jsonl`: a model's answers are the same in every iteration that
+    /// evaluates it, so `M_i`'s are made once. Returns the texts and the tokens generated now.
+    fn eval_answers(
+        &self,
+        b: &mut dyn Backend,
+        it: u32,
+        model: &ModelRef,
+    ) -> Result<(Vec<String>, u64, u64)> {
+        let e = self.config.eval.as_ref().expect("[eval] is set");
+        let dir = self.dir.join("eval");
+        fsio::create_dir(&dir)?;
+        let path = dir.join(format!(
+            "answers-{}.jsonl",
+            model.name.replace(['/', '\\'], "-")
+        ));
+        if path.exists() {
+            let rows: Vec<Value> = fsio::read_jsonl(&path)?;
+            let texts: Vec<String> = rows
+                .iter()
+                .map(|r| r["response"].as_str().unwrap_or_default().to_string())
+                .collect();
+            if texts.len() == self.eval_prompts.len() {
+                // Compute is charged to the iteration that made the answers, whether this stage
+                // made them or an interrupted attempt at it did.
+                let ours = |r: &&Value| r["iteration"].as_u64() == Some(u64::from(it));
+                let count = |k: &str| -> u64 {
+                    rows.iter().filter(ours).filter_map(|r| r[k].as_u64()).sum()
+                };
+                return Ok((texts, count("tokens"), count("prompt_tokens")));
+            }
+        }
+        let params = tsr_judge::SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_new_tokens: e.max_new_tokens,
+            ..self.config.sampling.clone()
+        };
+        let mut rows = Vec::with_capacity(self.eval_prompts.len());
+        let (mut generated, mut prompt_tokens) = (0u64, 0u64);
+        for chunk in self.eval_prompts.chunks(self.config.loop_.chunk_prompts) {
+            let requests: Vec<GenRequest> = chunk
+                .iter()
+                .map(|p| GenRequest {
+                    prompt: Prompt::user(p.prompt.clone()),
+                    n: 1,
+                    seed: derive_seed(self.config.run.seed, &["eval", &p.id]),
+                })
+                .collect();
+            let out =
+                b.generate(model, &requests, &params)
+                    .map_err(|source| LoopError::Backend {
+                        iteration: it,
+                        stage: "eval".into(),
+                        source,
+                    })?;
+            if out.len() != chunk.len() || out.iter().any(|c| c.len() != 1) {
+                return Err(LoopError::Protocol {
+                    iteration: it,
+                    stage: "eval".into(),
+                    message: format!(
+                        "backend returned {} outputs for {} one-answer requests",
+                        out.len(),
+                        chunk.len()
+                    ),
+                });
+            }
+            for (p, mut c) in chunk.iter().zip(out) {
+                let c = c.pop().expect("one completion");
+                generated += c.token_ids.len() as u64;
+                prompt_tokens += c.prompt_tokens as u64;
+                rows.push(json!({"id": p.id, "model": model.name, "iteration": it,
+                                 "response": c.text, "finish_reason": c.finish_reason,
+                                 "tokens": c.token_ids.len(), "prompt_tokens": c.prompt_tokens}));
+            }
+        }
+        fsio::write_jsonl(&path, &rows)?;
+        let texts = rows
+            .iter()
+            .map(|r| r["response"].as_str().unwrap_or_default().to_string())
+            .collect();
+        Ok((texts, generated, prompt_tokens))
+    }
+
+    /// `[eval]`: win rates of `M_{i+1}` over `M_i` and over `M_0` on the held-out prompts.
+    fn eval_stage(
+        &self,
+        b: &mut dyn Backend,
+        obs: &mut dyn Observer,
+        it: u32,
+    ) -> Result<StageRecord> {
+        let e = self
+            .config
+            .eval
+            .clone()
+            .expect("the eval stage runs only with [eval]");
+        let next = self.model_ref(&self.train_details(it, Stage::Train)?.model);
+        let prev = self.current_model(it)?;
+        let m0 = ModelRef::initial(&self.config.run.model);
+        let judge = match e.judge.as_str() {
+            "m0" => m0.clone(),
+            "current" => next.clone(),
+            spec => ModelRef {
+                name: spec.to_string(),
+                location: spec.to_string(),
+            },
+        };
+        let mut opponents = vec![("vs_previous", prev.clone())];
+        if e.vs_initial && prev.name != m0.name {
+            opponents.push(("vs_initial", m0.clone()));
+        }
+        obs.event(&Event::StageStarted {
+            iteration: it,
+            stage: "eval",
+            total: opponents.len() as u64,
+        });
+        let (model_answers, mut generated, mut gen_prompt) = self.eval_answers(b, it, &next)?;
+        let seed = derive_seed(self.config.run.seed, &["eval-judge"]);
+        let mut judged = 0u64;
+        let mut details = serde_json::Map::new();
+        for (done, (key, opponent)) in opponents.iter().enumerate() {
+            let (baseline, g, gp) = self.eval_answers(b, it, opponent)?;
+            generated += g;
+            gen_prompt += gp;
+            let matchups: Vec<tsr_judge::Matchup> = self
+                .eval_prompts
+                .iter()
+                .zip(&model_answers)
+                .zip(baseline)
+                .map(|((p, m), base)| tsr_judge::Matchup {
+                    id: p.id.clone(),
+                    instruction: p.prompt.clone(),
+                    model: m.clone(),
+                    baseline: base,
+                })
+                .collect();
+            let mut pairwise = BackendPairwise {
+                backend: &mut *b,
+                judge: &judge,
+                mode: e.mode,
+                seed,
+                tokens: 0,
+            };
+            let (report, records) =
+                tsr_judge::win_rate(&mut pairwise, &matchups, seed).map_err(|err| {
+                    LoopError::Protocol {
+                        iteration: it,
+                        stage: "eval".into(),
+                        message: err.to_string(),
+                    }
+                })?;
+            judged += pairwise.tokens;
+            fsio::write_jsonl(
+                &self
+                    .iter_dir(it)
+                    .join(format!("eval-{}.jsonl", key.replace('_', "-"))),
+                &records,
+            )?;
+            tracing::info!(
+                against = %opponent.name, win_rate = ?report.win_rate, ci_low = ?report.ci_low,
+                ci_high = ?report.ci_high, n = report.n, "eval"
+            );
+            let mut v = serde_json::to_value(&report).expect("reports serialize");
+            v["model"] = json!(next.name);
+            v["opponent"] = json!(opponent.name);
+            details.insert((*key).to_string(), v);
+            obs.event(&Event::StageProgress {
+                iteration: it,
+                stage: "eval",
+                done: done as u64 + 1,
+                total: opponents.len() as u64,
+            });
+        }
+        if e.vs_initial && !details.contains_key("vs_initial") {
+            // Iteration 1: M_i is M_0.
+            let same = details["vs_previous"].clone();
+            details.insert("vs_initial".into(), same);
+        }
+        details.insert("prompts".into(), json!(self.eval_prompts.len()));
+        details.insert("judge".into(), json!(judge.name));
+        details.insert("mode".into(), json!(e.mode.as_str()));
+        Ok(StageRecord {
+            tokens_generated: generated,
+            generation_prompt_tokens: gen_prompt,
+            tokens_judged: judged,
+            details: Value::Object(details),
+            ..StageRecord::default()
+        })
+    }
+
     fn summary_stage(&self, it: u32) -> Result<StageRecord> {
         let method = self.config.run.method;
         let idir = self.iter_dir(it);
@@ -1118,7 +1350,7 @@ impl Run {
         let (mut generated, mut gen_prompt, mut judged, mut trained, mut wall) =
             (0u64, 0u64, 0u64, 0u64, 0f64);
         let mut details: HashMap<Stage, Value> = HashMap::new();
-        for &stage in Stage::plan(method) {
+        for stage in self.stages() {
             if stage == Stage::Summary {
                 continue;
             }
@@ -1165,7 +1397,8 @@ impl Run {
                    "reward_margin": r["reward_margin"], "reward_accuracy": r["reward_accuracy"],
                    "final_loss": r["final_loss"], "steps": r["steps"]})
         };
-        let judging: serde_json::Map<String, Value> = Stage::plan(method)
+        let judging: serde_json::Map<String, Value> = self
+            .stages()
             .iter()
             .filter(|s| s.name().starts_with("judge-"))
             .filter_map(|s| details.get(s).map(|d| (s, d)))
@@ -1208,6 +1441,7 @@ impl Run {
             "dpo_future": details.get(&Stage::TrainFuture).cloned().map(dpo_of),
             "curation": {"phase1": curation(Stage::Curate1), "phase2": curation(Stage::Curate2)},
             "judging": judging,
+            "eval": details.get(&Stage::Eval),
             "compute": {
                 "tokens_generated": generated,
                 "generation_prompt_tokens": gen_prompt,
@@ -1225,6 +1459,42 @@ impl Run {
             "iteration summary written"
         );
         Ok(StageRecord::default())
+    }
+}
+
+/// The backend's pairwise judging as a [`tsr_judge::PairwiseJudge`], counting judge tokens.
+struct BackendPairwise<'a> {
+    backend: &'a mut dyn Backend,
+    judge: &'a ModelRef,
+    mode: tsr_judge::PairwiseMode,
+    seed: u64,
+    tokens: u64,
+}
+
+impl tsr_judge::PairwiseJudge for BackendPairwise<'_> {
+    fn compare(
+        &mut self,
+        items: &[tsr_judge::PairwiseItem],
+    ) -> std::result::Result<Vec<tsr_judge::PairwiseVerdict>, tsr_judge::JudgeError> {
+        let v = self
+            .backend
+            .compare(self.judge, items, self.mode, self.seed)
+            .map_err(|source| tsr_judge::JudgeError::Generator {
+                requests: items.len(),
+                source,
+            })?;
+        self.tokens += v
+            .iter()
+            .map(|x| (x.prompt_tokens + x.completion_tokens) as u64)
+            .sum::<u64>();
+        Ok(v)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} as pairwise judge, mode {}",
+            self.judge.name,
+            self.mode.as_str()
+        )
     }
 }
 

@@ -3,4 +3,5 @@
 mod common;
 mod crash;
 mod errors;
+mod eval;
 mod methods;
