@@ -48,6 +48,8 @@ enum Command {
     SeedModel(cmd::seed_model::Args),
     /// Run Self-Rewarding / Temporal Self-Rewarding iterations.
     Iterate(cmd::iterate::Args),
+    /// PNG charts and a report.md of run folders' per-iteration diagnostics.
+    Report(cmd::report::Args),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::Sft(a) => cmd::sft::run(a),
         Command::SeedModel(a) => cmd::seed_model::run(a),
         Command::Iterate(a) => cmd::iterate::run(a),
+        Command::Report(a) => cmd::report::run(a),
     };
     if let Err(e) = result {
         #[allow(clippy::print_stderr)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Everything that can stop a run.
+/// Everything that can stop a run (or a report of one, [`crate::report`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoopError {
@@ -33,6 +33,8 @@ pub enum LoopError {
         #[source]
         source: BackendError,
     },
+    #[error("{path}: chart not drawn: {message}")]
+    Chart { path: PathBuf, message: String },
     #[error("iteration {iteration}, stage {stage}: {message}")]
     Protocol {
         iteration: u32,

@@ -15,6 +15,7 @@ pub mod fake;
 pub mod fsio;
 pub mod prompts;
 pub mod records;
+pub mod report;
 pub mod run;
 pub mod seed;
 pub mod seed_data;

@@ -9,6 +9,7 @@ pub mod iterate;
 pub mod judge;
 pub mod judge_eval;
 pub mod logprobs;
+pub mod report;
 pub mod seed_model;
 pub mod sft;
 pub mod train_dpo;

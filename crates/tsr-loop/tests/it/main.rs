@@ -5,3 +5,4 @@ mod crash;
 mod errors;
 mod eval;
 mod methods;
+mod report;

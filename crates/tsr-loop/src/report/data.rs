@@ -1,0 +1,356 @@
+//! Reading a run folder into the numbers the report shows. Lenient about fields (a missing or
+//! null number is `None`: an SR run has no future-guided share, older runs have no `eval`),
+//! strict about files (a file that exists but does not parse is an error naming it).
+
+use crate::error::{LoopError, Result};
+use crate::fsio;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Head-to-head results of one evaluation (`eval.vs_previous` / `eval.vs_initial`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Match {
+    pub opponent: Option<String>,
+    pub wins: Option<f64>,
+    pub losses: Option<f64>,
+    pub ties: Option<f64>,
+    pub n: Option<f64>,
+    pub win_rate: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+}
+
+/// The per-iteration `eval` object (optional).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Eval {
+    pub prompts: Option<f64>,
+    pub judge: Option<String>,
+    pub vs_previous: Option<Match>,
+    pub vs_initial: Option<Match>,
+}
+
+/// `dpo` / `dpo_future` of an iteration summary.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dpo {
+    pub reward_margin: Option<f64>,
+    pub reward_accuracy: Option<f64>,
+    pub final_loss: Option<f64>,
+}
+
+/// One finished iteration.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Iteration {
+    pub iteration: u32,
+    pub method: Option<String>,
+    pub pairs: Option<f64>,
+    pub chosen: Option<f64>,
+    pub rejected: Option<f64>,
+    pub gap: Option<f64>,
+    pub similarity: Option<f64>,
+    pub anchored_share: Option<f64>,
+    pub future_share: Option<f64>,
+    pub dpo: Option<Dpo>,
+    pub dpo_future: Option<Dpo>,
+    /// `(stage, wall seconds)` in the order of the summary.
+    pub stage_wall: Vec<(String, f64)>,
+    pub wall_s: Option<f64>,
+    /// Tokens generated + judged + trained up to and including this iteration.
+    pub cumulative_tokens: Option<f64>,
+    /// Wall seconds of all iterations up to and including this one (summed here).
+    pub cumulative_wall_s: Option<f64>,
+    pub results_are_real: Option<bool>,
+    pub test_doubles: Vec<String>,
+    pub eval: Option<Eval>,
+}
+
+/// One per-step line of `train-*.jsonl`, placed on a step axis that runs across iterations.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub global_step: f64,
+    pub margin: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub loss: Option<f64>,
+}
+
+/// Everything the report needs from one run folder.
+#[derive(Clone, Debug)]
+pub(crate) struct RunData {
+    pub dir: PathBuf,
+    /// The label of the run's series (the folder name, made unique).
+    pub label: String,
+    pub method: Option<String>,
+    pub iterations: Vec<Iteration>,
+    /// `train-model.jsonl` of every iteration, one step axis.
+    pub steps_model: Vec<Step>,
+    /// `train-model-future.jsonl` (TSR only).
+    pub steps_future: Vec<Step>,
+    pub provenance: Option<Value>,
+    pub run_json: Option<Value>,
+}
+
+impl RunData {
+    /// Test doubles named anywhere in the run (provenance or an iteration summary).
+    pub fn test_doubles(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .provenance
+            .as_ref()
+            .map(|p| strings(p.get("test_doubles")))
+            .unwrap_or_default();
+        for it in &self.iterations {
+            all.extend(it.test_doubles.iter().cloned());
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// False when any iteration says `results_are_real: false` or a test double was used.
+    pub fn results_are_real(&self) -> bool {
+        self.test_doubles().is_empty()
+            && self
+                .iterations
+                .iter()
+                .all(|i| i.results_are_real != Some(false))
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn dpo(v: Option<&Value>) -> Option<Dpo> {
+    let v = v.filter(|v| v.is_object())?;
+    Some(Dpo {
+        reward_margin: num(v, "reward_margin"),
+        reward_accuracy: num(v, "reward_accuracy"),
+        final_loss: num(v, "final_loss"),
+    })
+}
+
+fn matchup(v: Option<&Value>) -> Option<Match> {
+    let v = v.filter(|v| v.is_object())?;
+    Some(Match {
+        opponent: text(v, "opponent"),
+        wins: num(v, "wins"),
+        losses: num(v, "losses"),
+        ties: num(v, "ties"),
+        n: num(v, "n"),
+        win_rate: num(v, "win_rate"),
+        ci_low: num(v, "ci_low"),
+        ci_high: num(v, "ci_high"),
+    })
+}
+
+fn eval(v: Option<&Value>) -> Option<Eval> {
+    let v = v.filter(|v| v.is_object())?;
+    Some(Eval {
+        prompts: num(v, "prompts"),
+        judge: text(v, "judge"),
+        vs_previous: matchup(v.get("vs_previous")),
+        vs_initial: matchup(v.get("vs_initial")),
+    })
+}
+
+fn iteration(v: &Value, index: usize) -> Iteration {
+    let compute = v.get("compute").cloned().unwrap_or(Value::Null);
+    let stage_wall = compute
+        .get("stages")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, s)| num(s, "wall_s").map(|w| (k.clone(), w)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cumulative_tokens = compute.get("cumulative").and_then(|c| {
+        let parts = ["tokens_generated", "tokens_judged", "tokens_trained"].map(|k| num(c, k));
+        parts
+            .iter()
+            .any(Option::is_some)
+            .then(|| parts.iter().flatten().sum())
+    });
+    Iteration {
+        iteration: v
+            .get("iteration")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(index as u32 + 1),
+        method: text(v, "method"),
+        pairs: num(v, "pairs"),
+        chosen: num(v, "chosen_score_mean"),
+        rejected: num(v, "rejected_score_mean"),
+        gap: num(v, "score_gap"),
+        similarity: num(v, "similarity_mean"),
+        anchored_share: num(v, "rejected_from_initial_share"),
+        future_share: num(v, "chosen_from_future_share"),
+        dpo: dpo(v.get("dpo")),
+        dpo_future: dpo(v.get("dpo_future")),
+        stage_wall,
+        wall_s: num(&compute, "wall_s"),
+        cumulative_tokens,
+        cumulative_wall_s: None,
+        results_are_real: v.get("results_are_real").and_then(Value::as_bool),
+        test_doubles: strings(v.get("test_doubles")),
+        eval: eval(v.get("eval")),
+    }
+}
+
+/// The iteration summaries: `summary.json`, else the `kind: "iteration"` lines of
+/// `metrics.jsonl`.
+fn summaries(dir: &Path) -> Result<Vec<Value>> {
+    let summary = dir.join("summary.json");
+    if summary.is_file() {
+        let v: Value = fsio::read_json(&summary)?;
+        return match v.get("iterations") {
+            Some(Value::Array(a)) => Ok(a.clone()),
+            _ => Err(LoopError::Record {
+                path: summary,
+                message: "no `iterations` array".into(),
+            }),
+        };
+    }
+    let metrics = dir.join("metrics.jsonl");
+    if metrics.is_file() {
+        let lines: Vec<Value> = fsio::read_jsonl(&metrics)?;
+        return Ok(lines
+            .into_iter()
+            .filter(|l| l.get("kind").and_then(Value::as_str) == Some("iteration"))
+            .collect());
+    }
+    Err(LoopError::RunDir {
+        path: dir.to_path_buf(),
+        message: "not a run folder: neither summary.json nor metrics.jsonl".into(),
+    })
+}
+
+fn optional_json(path: &Path) -> Result<Option<Value>> {
+    if path.is_file() {
+        fsio::read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Per-step lines of `iter-NNN/train-{name}.jsonl` for every iteration, the step numbers of
+/// later iterations continuing after the last step of earlier ones.
+fn steps(dir: &Path, iterations: &[Iteration], name: &str) -> Result<Vec<Step>> {
+    let mut out = Vec::new();
+    let mut offset = 0.0;
+    for it in iterations {
+        let path = dir
+            .join(format!("iter-{:03}", it.iteration))
+            .join(format!("train-{name}.jsonl"));
+        if !path.is_file() {
+            continue;
+        }
+        let lines: Vec<Value> = fsio::read_jsonl(&path)?;
+        let mut last = offset;
+        for (i, l) in lines.iter().enumerate() {
+            if !l.is_object() {
+                return Err(LoopError::Record {
+                    path,
+                    message: format!("record {}: not a JSON object", i + 1),
+                });
+            }
+            let step = num(l, "step").unwrap_or(i as f64 + 1.0);
+            let global_step = offset + step;
+            last = f64::max(last, global_step);
+            out.push(Step {
+                global_step,
+                margin: num(l, "rewards/margins"),
+                accuracy: num(l, "rewards/accuracies"),
+                loss: num(l, "loss"),
+            });
+        }
+        offset = last;
+    }
+    Ok(out)
+}
+
+/// Read one run folder.
+pub(crate) fn load_run(dir: &Path) -> Result<RunData> {
+    if !dir.is_dir() {
+        return Err(LoopError::RunDir {
+            path: dir.to_path_buf(),
+            message: "not a folder".into(),
+        });
+    }
+    let summaries = summaries(dir)?;
+    let mut iterations = Vec::with_capacity(summaries.len());
+    for (i, s) in summaries.iter().enumerate() {
+        if !s.is_object() {
+            return Err(LoopError::Record {
+                path: dir.join("summary.json"),
+                message: format!("iteration entry {} is not a JSON object", i + 1),
+            });
+        }
+        iterations.push(iteration(s, i));
+    }
+    if iterations.is_empty() {
+        return Err(LoopError::RunDir {
+            path: dir.to_path_buf(),
+            message: "no finished iteration to report".into(),
+        });
+    }
+    iterations.sort_by_key(|i| i.iteration);
+    let mut wall = Some(0.0);
+    for it in &mut iterations {
+        wall = wall.zip(it.wall_s).map(|(a, b)| a + b);
+        it.cumulative_wall_s = wall;
+    }
+    let method = iterations.iter().find_map(|i| i.method.clone());
+    Ok(RunData {
+        label: String::new(),
+        method,
+        steps_model: steps(dir, &iterations, "model")?,
+        steps_future: steps(dir, &iterations, "model-future")?,
+        provenance: optional_json(&dir.join("provenance.json"))?,
+        run_json: optional_json(&dir.join("run.json"))?,
+        iterations,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Series labels: each run's folder name, with ` (2)`, ` (3)` ... added to repeated names.
+pub(crate) fn label_runs(runs: &mut [RunData]) {
+    let names: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let canon = std::fs::canonicalize(&r.dir).unwrap_or_else(|_| r.dir.clone());
+            canon
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| r.dir.display().to_string())
+        })
+        .collect();
+    for (i, r) in runs.iter_mut().enumerate() {
+        let before = names[..i].iter().filter(|n| **n == names[i]).count();
+        r.label = if before == 0 {
+            names[i].clone()
+        } else {
+            format!("{} ({})", names[i], before + 1)
+        };
+    }
+}
