@@ -194,10 +194,7 @@ impl PairwiseTemplate {
 
     /// A template read from a UTF-8 file.
     pub fn from_file(path: &Path) -> Result<Self, JudgeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| JudgeError::TemplateRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::template::read_template_file(path)?;
         Self::new(path.display().to_string(), text)
     }
 

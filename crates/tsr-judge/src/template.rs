@@ -117,11 +117,7 @@ impl JudgeTemplate {
 
     /// A template read from a UTF-8 file.
     pub fn from_file(path: &Path) -> Result<Self, JudgeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| JudgeError::TemplateRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::new(path.display().to_string(), text)
+        Self::new(path.display().to_string(), read_template_file(path)?)
     }
 
     /// Where the template came from (a path, or a label for built-in ones).
@@ -146,6 +142,14 @@ impl JudgeTemplate {
         }
         out
     }
+}
+
+/// The text of a template file (UTF-8), or [`JudgeError::TemplateRead`].
+pub(crate) fn read_template_file(path: &Path) -> Result<String, JudgeError> {
+    std::fs::read_to_string(path).map_err(|source| JudgeError::TemplateRead {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

