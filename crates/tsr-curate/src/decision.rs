@@ -82,6 +82,11 @@ pub enum DropReason {
     NoMargin,
     /// Future-guided: the Phase-1 decision had no candidate pair to start from.
     NoPhase1Candidate,
+    /// The chosen response is empty or whitespace only (see [`crate::degenerate_pair`]).
+    EmptyChosen,
+    /// The chosen and the rejected response are the same text (see
+    /// [`crate::degenerate_pair`]): DPO would learn nothing from the pair but noise.
+    IdenticalTexts,
 }
 
 impl DropReason {
@@ -93,6 +98,8 @@ impl DropReason {
             DropReason::Tie => "tie",
             DropReason::NoMargin => "no_margin",
             DropReason::NoPhase1Candidate => "no_phase1_candidate",
+            DropReason::EmptyChosen => "empty_chosen",
+            DropReason::IdenticalTexts => "identical_texts",
         }
     }
 }
@@ -132,6 +139,16 @@ impl Decision {
             (None, Some(c), Some(r)) => Some((c, r)),
             _ => None,
         }
+    }
+
+    /// Drop a kept pair whose texts are degenerate ([`crate::degenerate_pair`] of the chosen
+    /// and the rejected response's text); the picks stay recorded. A dropped decision is
+    /// returned unchanged.
+    pub fn check_texts(mut self, chosen: &str, rejected: &str) -> Decision {
+        if self.is_kept() {
+            self.dropped = crate::degenerate_pair(chosen, rejected);
+        }
+        self
     }
 
     /// The scores gap `s(chosen) - s(rejected)` when kept.

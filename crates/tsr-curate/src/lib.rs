@@ -23,9 +23,15 @@
 //! Every call returns a [`Decision`]: the picks with their provenance (pool and index), the scores
 //! of every pool involved, and a [`DropReason`] when no pair is kept. A decision that is dropped
 //! can still carry a candidate chosen/rejected (for instance a tie), which Phase 2 may rescue.
+//!
+//! The rules see scores only. [`degenerate_pair`] (and [`Decision::check_texts`]) then drops a
+//! kept pair whose chosen response is empty or equals the rejected one, with its own
+//! [`DropReason`], so such a pair is counted and never trained on.
 
 mod decision;
 mod rules;
 
 pub use decision::{Decision, DropReason, Pick, Pool, PoolScores, Rule};
-pub use rules::{anchored_rejection, argmax, argmin, future_guided, self_rewarding, DropCounts};
+pub use rules::{
+    anchored_rejection, argmax, argmin, degenerate_pair, future_guided, self_rewarding, DropCounts,
+};

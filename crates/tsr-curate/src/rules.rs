@@ -134,5 +134,21 @@ pub fn future_guided(phase1: &Decision, future: &[Option<f64>]) -> Decision {
     }
 }
 
+/// Why a pair of response texts must not be trained on, if it must not: an empty
+/// (whitespace-only) chosen response ([`DropReason::EmptyChosen`]), or a chosen response equal to
+/// the rejected one once leading and trailing whitespace is ignored
+/// ([`DropReason::IdenticalTexts`]). The score rules cannot see this (two samples can have the
+/// same text and different judge scores), so curation checks the texts of every kept pair.
+pub fn degenerate_pair(chosen: &str, rejected: &str) -> Option<DropReason> {
+    let chosen = chosen.trim();
+    if chosen.is_empty() {
+        Some(DropReason::EmptyChosen)
+    } else if chosen == rejected.trim() {
+        Some(DropReason::IdenticalTexts)
+    } else {
+        None
+    }
+}
+
 /// How many prompts were dropped for each reason (ordered for stable output).
 pub type DropCounts = BTreeMap<DropReason, usize>;

@@ -6,6 +6,9 @@ use crate::generate::GenerateError;
 
 /// Everything that can go wrong while configuring or running a judge.
 ///
+/// A variant with a cause keeps it as its [`std::error::Error::source`] and does not repeat it
+/// in its own message (print the chain, as the CLI does with `{:#}`).
+///
 /// A verdict that does not parse is *not* an error: it is data, kept in the
 /// [`Verdict`](crate::Verdict) with its [`ParseFailure`](crate::ParseFailure) and counted in
 /// [`JudgeStats`](crate::JudgeStats).
@@ -17,7 +20,7 @@ pub enum JudgeError {
     InvalidConfig { field: &'static str, reason: String },
 
     /// The judge template file could not be read.
-    #[error("cannot read judge template {}: {source}", path.display())]
+    #[error("cannot read judge template {}", path.display())]
     TemplateRead {
         path: PathBuf,
         #[source]
@@ -32,7 +35,7 @@ pub enum JudgeError {
     },
 
     /// The generator behind an LLM judge failed.
-    #[error("judge generator failed on a batch of {requests} request(s): {source}")]
+    #[error("judge generator failed on a batch of {requests} request(s)")]
     Generator {
         requests: usize,
         #[source]
@@ -64,7 +67,7 @@ pub enum JudgeError {
     BadReference { id: String, reference: String },
 
     /// Reading or writing a JSON-lines file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -57,14 +57,39 @@ pub struct TrainReport {
     pub steps: usize,
     /// Tokens trained on (prompt + chosen + rejected, times epochs): the compute the run used.
     pub tokens: u64,
-    /// Mean of `rewards/margins` over the last epoch.
+    /// TRL's `rewards/margins` averaged over the optimizer steps of the last epoch
+    /// ([`TrainReport::last_epoch_mean`] of `steps_log`). Each step's value is TRL's: the mean
+    /// over the step's pairs of `β·(log π(y_w|x) − log π_ref(y_w|x)) − β·(log π(y_l|x) −
+    /// log π_ref(y_l|x))`. The last epoch, not every step, so the number describes the trained
+    /// model rather than the untrained start (with one epoch the two are the same).
     pub reward_margin: Option<f64>,
-    /// Mean of `rewards/accuracies` over the last epoch.
+    /// TRL's `rewards/accuracies` (share of the step's pairs whose chosen reward exceeds the
+    /// rejected one) averaged over the steps of the last epoch, like `reward_margin`.
     pub reward_accuracy: Option<f64>,
     pub final_loss: Option<f64>,
     /// Per-step metrics (TRL names), written to `train-*.jsonl` in the iteration folder.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps_log: Vec<serde_json::Value>,
+}
+
+impl TrainReport {
+    /// The mean of the number `key` (a TRL name such as `rewards/margins`) over the steps of the
+    /// last epoch of a step log: the steps whose `epoch` (the fractional epoch reached after the
+    /// step, as TRL logs it) rounds up to the same whole epoch as the last step's. Steps without
+    /// an `epoch` count as one epoch; steps without `key` are skipped. `None` when no step has
+    /// `key`. This is the one definition of [`TrainReport::reward_margin`] and
+    /// [`TrainReport::reward_accuracy`]; backends should compute them with it.
+    pub fn last_epoch_mean(steps_log: &[serde_json::Value], key: &str) -> Option<f64> {
+        // An epoch of exactly 2.0 (float noise allowed) ends epoch 2, so it belongs to it.
+        let epoch_of = |v: &serde_json::Value| v["epoch"].as_f64().map(|e| (e - 1e-9).ceil());
+        let last = steps_log.iter().rev().find_map(epoch_of);
+        let (sum, n) = steps_log
+            .iter()
+            .filter(|v| epoch_of(v) == last)
+            .filter_map(|v| v[key].as_f64())
+            .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+        (n > 0).then(|| sum / n as f64)
+    }
 }
 
 /// How a run's numbers are produced, recorded in the run folder (`provenance.json`) and in every
@@ -239,4 +264,53 @@ impl Observer for NoObserver {
 /// Absolute path helper for backends.
 pub fn abs(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reward_margin_is_the_mean_over_the_last_epoch() {
+        // Two epochs of two steps: the last epoch is steps 3 and 4 (epoch 1.5 and 2.0).
+        let log: Vec<_> = [(0.5, 1.0), (1.0, 2.0), (1.5, 3.0), (2.0, 5.0)]
+            .iter()
+            .map(|(e, m)| json!({"epoch": e, "rewards/margins": m}))
+            .collect();
+        assert_eq!(
+            TrainReport::last_epoch_mean(&log, "rewards/margins"),
+            Some(4.0)
+        );
+        // Float noise at an epoch boundary does not move a step into the next epoch.
+        let log = vec![
+            json!({"epoch": 1.0000000000000002, "rewards/margins": 1.0}),
+            json!({"epoch": 1.5, "rewards/margins": 3.0}),
+            json!({"epoch": 2.0, "rewards/margins": 5.0}),
+        ];
+        assert_eq!(
+            TrainReport::last_epoch_mean(&log, "rewards/margins"),
+            Some(4.0)
+        );
+        // A stop in the middle of an epoch (max_steps): the partial last epoch.
+        let log = vec![
+            json!({"epoch": 1.0, "rewards/margins": 1.0}),
+            json!({"epoch": 1.25, "rewards/margins": 7.0}),
+        ];
+        assert_eq!(
+            TrainReport::last_epoch_mean(&log, "rewards/margins"),
+            Some(7.0)
+        );
+        // No epochs logged: all steps are one epoch.
+        let log = vec![
+            json!({"rewards/margins": 1.0}),
+            json!({"rewards/margins": 2.0}),
+        ];
+        assert_eq!(
+            TrainReport::last_epoch_mean(&log, "rewards/margins"),
+            Some(1.5)
+        );
+        assert_eq!(TrainReport::last_epoch_mean(&[], "rewards/margins"), None);
+        assert_eq!(TrainReport::last_epoch_mean(&log, "missing"), None);
+    }
 }

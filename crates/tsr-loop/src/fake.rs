@@ -231,21 +231,30 @@ impl Backend for FakeBackend {
             out_dir.join("fake-model.json"),
             serde_json::to_vec_pretty(&body)?,
         )?;
-        let steps = pairs.len().div_ceil(2);
-        let margin = (x % 1000) as f64 / 1000.0;
-        let steps_log = (0..steps)
-            .map(|s| serde_json::json!({"step": s + 1, "loss": 0.69 - 0.01 * s as f64, "rewards/margins": margin}))
+        // Two epochs of batches of 2 pairs; the margin grows step by step, so the last epoch's
+        // mean (the reported one) differs from the mean over all steps.
+        let epochs = 2;
+        let per_epoch = pairs.len().div_ceil(2);
+        let steps = per_epoch * epochs;
+        let base = (x % 1000) as f64 / 1000.0;
+        let steps_log: Vec<serde_json::Value> = (0..steps)
+            .map(|s| {
+                let margin = base + 0.1 * s as f64;
+                serde_json::json!({"step": s + 1, "epoch": (s + 1) as f64 / per_epoch as f64,
+                    "loss": 0.69 - 0.01 * s as f64, "rewards/margins": margin,
+                    "rewards/accuracies": (0.5 + margin / 4.0).min(1.0)})
+            })
             .collect();
         self.log
             .push(format!("train {} {}", init.name, pairs.len()));
         Ok(TrainReport {
             pairs: pairs.len(),
-            epochs: 1,
+            epochs,
             steps,
-            tokens,
-            reward_margin: Some(margin),
-            reward_accuracy: Some(0.5 + margin / 2.0),
-            final_loss: Some(0.69 - 0.01 * steps as f64),
+            tokens: tokens * epochs as u64,
+            reward_margin: TrainReport::last_epoch_mean(&steps_log, "rewards/margins"),
+            reward_accuracy: TrainReport::last_epoch_mean(&steps_log, "rewards/accuracies"),
+            final_loss: Some(0.69 - 0.01 * (steps - 1) as f64),
             steps_log,
         })
     }

@@ -13,6 +13,7 @@ pub mod defaults;
 mod error;
 pub mod fake;
 pub mod fsio;
+pub mod lock;
 pub mod prompts;
 pub mod records;
 pub mod report;
@@ -24,7 +25,7 @@ pub use backend::{
     Backend, Event, ModelRef, NoObserver, Observer, Provenance, TrainPair, TrainReport,
 };
 pub use config::{Config, EvalSection, FuturePrompts, LoopSection, Method, RunSection};
-pub use error::{BackendError, LoopError, Result};
+pub use error::{error_chain, BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};
 pub use run::{Run, RunOutcome, RunState, Stage};
 pub use seed::derive_seed;

@@ -124,4 +124,9 @@ pub struct TrainDetails {
     pub model: String,
     pub trained: bool,
     pub report: Option<TrainReport>,
+    /// Why nothing was trained (no pairs), when `trained` is false. For train-future (TSR's
+    /// `M_f`) an empty `D_1` means there is no future model: `gen-future` and `judge-future`
+    /// then sample and judge nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_reason: Option<String>,
 }

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! RUN/
+//!   .lock               held (OS file lock) by the process working on the run; its pid
 //!   run.json            written last at creation: the folder is a complete run folder
 //!   config.toml         the resolved configuration (seed, version, prompt count)
 //!   prompts.jsonl       the prompts, normalised
@@ -29,8 +30,9 @@
 
 use crate::backend::{Backend, Event, ModelRef, Observer, Provenance, TrainPair, TrainReport};
 use crate::config::{Config, FuturePrompts, Method, Resolved};
-use crate::error::{io, LoopError, Result};
+use crate::error::{error_chain, io, LoopError, Result};
 use crate::fsio;
+use crate::lock::{RunLock, LOCK_FILE};
 use crate::prompts::{parse_prompts, PromptRecord};
 use crate::records::*;
 use crate::seed::derive_seed;
@@ -230,12 +232,21 @@ impl Run {
         if dir.join("run.json").exists() {
             return Err(rd("already holds a run; continue it with --resume"));
         }
-        if let Ok(mut entries) = std::fs::read_dir(dir) {
-            if entries.next().is_some() {
-                return Err(rd("exists and is not empty"));
-            }
+        let non_empty = |dir: &Path| {
+            std::fs::read_dir(dir).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.file_name() != LOCK_FILE))
+            })
+        };
+        if non_empty(dir) {
+            return Err(rd("exists and is not empty"));
         }
         fsio::create_dir(dir)?;
+        // A second `create` racing this one fails at the lock, or at the check below once this
+        // one has written the run.
+        let _lock = RunLock::acquire(dir)?;
+        if non_empty(dir) {
+            return Err(rd("exists and is not empty"));
+        }
         fsio::write_jsonl(&dir.join("prompts.jsonl"), &prompts)?;
         if config.eval.is_some() {
             fsio::write_jsonl(&dir.join(EVAL_PROMPTS), &eval_prompts)?;
@@ -318,6 +329,7 @@ impl Run {
         c.run.iterations = n;
         c.validate()?;
         c.chunk_size(self.prompts.len())?;
+        let _lock = RunLock::acquire(&self.dir)?;
         fsio::write_bytes(
             &self.dir.join("config.toml"),
             c.to_toml_string()?.as_bytes(),
@@ -390,11 +402,15 @@ impl Run {
 
     /// Run (or continue) every iteration. Completed stages are skipped; an interrupted stage
     /// restarts from its last complete chunk.
+    ///
+    /// Holds the run folder's lock ([`crate::lock`]) throughout: while another process works on
+    /// the folder this fails at once with [`LoopError::Locked`], touching nothing.
     pub fn execute(
         &mut self,
         backend: &mut dyn Backend,
         obs: &mut dyn Observer,
     ) -> Result<RunOutcome> {
+        let _lock = RunLock::acquire(&self.dir)?;
         self.recover()?;
         self.check_provenance(&backend.provenance())?;
         let n = self.config.run.iterations;
@@ -489,10 +505,15 @@ impl Run {
         }
     }
 
-    /// Remove what a crash may have left half-written: temporary files and partial model
-    /// folders; then regenerate the derived files from the markers.
+    /// Remove what a crash may have left half-written (the caller holds the lock, so no live
+    /// process is writing them): the loop's temporary files (`*.tsr-tmp`), partial model
+    /// folders (`*.partial`), a backend's staging folders beside them (`.NAME.tsr-tmp-PID`,
+    /// `.NAME.tsr-old-PID`, as tsr-model's save writes), and trainer work folders
+    /// (`NAME.dpo-work`) whose model `NAME` is complete. A work folder of an unfinished model is
+    /// kept: the trainer resumes from its checkpoint. Then regenerate the derived files from the
+    /// markers.
     fn recover(&self) -> Result<()> {
-        fn walk(dir: &Path) -> Result<()> {
+        fn walk(dir: &Path, removed: &mut usize) -> Result<()> {
             fsio::remove_stale_tmp(dir)?;
             let entries = match std::fs::read_dir(dir) {
                 Ok(e) => e,
@@ -501,17 +522,22 @@ impl Run {
             for e in entries {
                 let e = e.map_err(io(dir))?;
                 let p = e.path();
-                if p.is_dir() {
-                    if p.extension().is_some_and(|x| x == "partial") {
-                        fsio::remove_if_exists(&p)?;
-                    } else {
-                        walk(&p)?;
-                    }
+                let name = e.file_name().to_string_lossy().into_owned();
+                if is_stale_temporary(dir, &name) {
+                    tracing::info!(path = %p.display(), "removing a stale temporary");
+                    fsio::remove_if_exists(&p)?;
+                    *removed += 1;
+                } else if p.is_dir() {
+                    walk(&p, removed)?;
                 }
             }
             Ok(())
         }
-        walk(&self.dir)?;
+        let mut removed = 0;
+        walk(&self.dir, &mut removed)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed temporaries a crash left behind");
+        }
         self.write_derived()?;
         Ok(())
     }
@@ -589,7 +615,13 @@ impl Run {
                 self.gen_stage(b, obs, it, stage, Pool::Initial, &m0, &prompts)
             }
             Stage::GenFuture => {
-                let mf = self.model_ref(&self.train_details(it, Stage::TrainFuture)?.model);
+                let future = self.train_details(it, Stage::TrainFuture)?;
+                if !future.trained {
+                    // No future model (empty D_1): sampling M_i here would pass its answers off
+                    // as a future model's.
+                    return self.skipped_future_stage(obs, it, stage);
+                }
+                let mf = self.model_ref(&future.model);
                 let decisions: Vec<DecisionRecord> =
                     fsio::read_jsonl(&self.iter_dir(it).join("decisions-1.jsonl"))?;
                 let wanted: std::collections::HashSet<String> = decisions
@@ -611,6 +643,9 @@ impl Run {
             }
             Stage::JudgeCurrent => self.judge_stage(b, obs, it, stage, Pool::Current, &mi),
             Stage::JudgeInitial => self.judge_stage(b, obs, it, stage, Pool::Initial, &mi),
+            Stage::JudgeFuture if !self.train_details(it, Stage::TrainFuture)?.trained => {
+                self.skipped_future_stage(obs, it, stage)
+            }
             Stage::JudgeFuture => self.judge_stage(b, obs, it, stage, Pool::Future, &mi),
             Stage::Curate1 => self.curate1(it),
             Stage::Curate2 => self.curate2(it),
@@ -626,6 +661,25 @@ impl Run {
             Stage::Eval => self.eval_stage(b, obs, it),
             Stage::Summary => self.summary_stage(it),
         }
+    }
+
+    /// `gen-future` / `judge-future` when train-future trained nothing: no `P_f`.
+    fn skipped_future_stage(
+        &self,
+        obs: &mut dyn Observer,
+        it: u32,
+        stage: Stage,
+    ) -> Result<StageRecord> {
+        obs.event(&Event::StageStarted {
+            iteration: it,
+            stage: stage.name(),
+            total: 0,
+        });
+        tracing::info!("no future model: no P_f");
+        Ok(StageRecord {
+            details: json!({"prompts": 0, "responses": 0, "skipped_reason": SKIPPED_FUTURE}),
+            ..StageRecord::default()
+        })
     }
 
     fn final_pairs_path(&self, it: u32) -> PathBuf {
@@ -916,11 +970,14 @@ impl Run {
         ))
     }
 
+    /// Resolve the kept decisions into pairs with their texts, drop the pairs whose texts are
+    /// degenerate ([`tsr_curate::degenerate_pair`]: empty chosen, chosen = rejected) with their
+    /// reason, and write `decisions-N.jsonl` and `pairs-N.jsonl`.
     fn write_decisions(
         &self,
         it: u32,
         n: u32,
-        decisions: Vec<DecisionRecord>,
+        mut decisions: Vec<DecisionRecord>,
     ) -> Result<StageRecord> {
         let idir = self.iter_dir(it);
         let mut pools: HashMap<Pool, PoolData> = HashMap::new();
@@ -964,24 +1021,28 @@ impl Run {
         };
         let mut pairs = Vec::new();
         let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
-        for d in &decisions {
-            match d.decision.pair() {
-                Some((c, r)) => pairs.push(PairRecord {
-                    prompt_id: d.prompt_id.clone(),
-                    prompt: text
-                        .get(d.prompt_id.as_str())
-                        .copied()
-                        .unwrap_or_default()
-                        .to_string(),
-                    chosen: side(&d.prompt_id, c)?,
-                    rejected: side(&d.prompt_id, r)?,
-                    replaced_from_future: d.decision.replaced_from_future,
-                }),
-                None => {
-                    let reason = d.decision.dropped.map(|r| r.as_str()).unwrap_or("unknown");
-                    *dropped.entry(reason.to_string()).or_default() += 1;
+        for d in &mut decisions {
+            if let Some((c, r)) = d.decision.pair() {
+                let (chosen, rejected) = (side(&d.prompt_id, c)?, side(&d.prompt_id, r)?);
+                d.decision = d.decision.clone().check_texts(&chosen.text, &rejected.text);
+                if d.decision.is_kept() {
+                    pairs.push(PairRecord {
+                        prompt_id: d.prompt_id.clone(),
+                        prompt: text
+                            .get(d.prompt_id.as_str())
+                            .copied()
+                            .unwrap_or_default()
+                            .to_string(),
+                        chosen,
+                        rejected,
+                        replaced_from_future: d.decision.replaced_from_future,
+                    });
+                    continue;
                 }
+                tracing::debug!(prompt = %d.prompt_id, reason = ?d.decision.dropped, "degenerate pair dropped");
             }
+            let reason = d.decision.dropped.map(|r| r.as_str()).unwrap_or("unknown");
+            *dropped.entry(reason.to_string()).or_default() += 1;
         }
         fsio::write_jsonl(&idir.join(format!("decisions-{n}.jsonl")), &decisions)?;
         fsio::write_jsonl(&idir.join(format!("pairs-{n}.jsonl")), &pairs)?;
@@ -1059,15 +1120,20 @@ impl Run {
         let idir = self.iter_dir(it);
         let out = idir.join(name);
         let partial = idir.join(format!("{name}.partial"));
-        let report_path = out.join("tsr-train-report.json");
+        let report_path = out.join(TRAIN_REPORT);
         let rel = format!("{}/{name}", iter_name(it));
         let details = if pairs.is_empty() {
-            tracing::warn!("no preference pairs: the model stays {}", init.name);
+            let reason = match stage {
+                Stage::TrainFuture => SKIPPED_FUTURE,
+                _ => SKIPPED_TRAIN,
+            };
+            tracing::warn!(model = %init.name, "{reason}");
             fsio::remove_if_exists(&out)?;
             TrainDetails {
                 model: init.name.clone(),
                 trained: false,
                 report: None,
+                skipped_reason: Some(reason.to_string()),
             }
         } else {
             let mut report: TrainReport = if report_path.exists() {
@@ -1079,16 +1145,29 @@ impl Run {
                 fsio::create_dir(&partial)?;
                 let train: Vec<TrainPair> = pairs.iter().map(to_train_pair).collect();
                 let seed = derive_seed(self.config.run.seed, &[&iter_name(it), stage.name()]);
-                let report = b
+                let trained = b
                     .train_dpo(init, &train, &partial, seed)
                     .map_err(|source| LoopError::Backend {
                         iteration: it,
                         stage: stage.name().into(),
                         source,
-                    })?;
-                fsio::write_json(&partial.join("tsr-train-report.json"), &report)?;
-                fsio::rename(&partial, &out)?;
-                report
+                    })
+                    .and_then(|report| {
+                        fsio::write_json(&partial.join(TRAIN_REPORT), &report)?;
+                        fsio::rename(&partial, &out)?;
+                        Ok(report)
+                    });
+                match trained {
+                    Ok(report) => report,
+                    Err(e) => {
+                        // Never leave a half-written model folder behind (the trainer's own
+                        // work folder, if any, stays for it to resume from).
+                        if let Err(rm) = fsio::remove_if_exists(&partial) {
+                            tracing::warn!(error = %error_chain(&rm), "could not remove a partial model folder");
+                        }
+                        return Err(e);
+                    }
+                }
             };
             fsio::write_jsonl(&idir.join(format!("train-{name}.jsonl")), &report.steps_log)?;
             report.steps_log.clear();
@@ -1096,6 +1175,7 @@ impl Run {
                 model: rel,
                 trained: true,
                 report: Some(report),
+                skipped_reason: None,
             }
         };
         let tokens = details.report.as_ref().map_or(0, |r| r.tokens);
@@ -1300,7 +1380,7 @@ impl Run {
                     LoopError::Protocol {
                         iteration: it,
                         stage: "eval".into(),
-                        message: err.to_string(),
+                        message: error_chain(&err),
                     }
                 })?;
             judged += pairwise.tokens;
@@ -1393,9 +1473,13 @@ impl Run {
         let train = |s: Stage| details.get(&s).cloned().unwrap_or(Value::Null);
         let dpo_of = |v: Value| -> Value {
             let r = &v["report"];
-            json!({"model": v["model"], "trained": v["trained"], "pairs": r["pairs"],
+            let mut o = json!({"model": v["model"], "trained": v["trained"], "pairs": r["pairs"],
                    "reward_margin": r["reward_margin"], "reward_accuracy": r["reward_accuracy"],
-                   "final_loss": r["final_loss"], "steps": r["steps"]})
+                   "final_loss": r["final_loss"], "steps": r["steps"]});
+            if let Some(reason) = v.get("skipped_reason") {
+                o["skipped_reason"] = reason.clone();
+            }
+            o
         };
         let judging: serde_json::Map<String, Value> = self
             .stages()
@@ -1503,6 +1587,32 @@ type PoolData = (
     HashMap<String, GenerationRecord>,
     HashMap<String, VerdictRecord>,
 );
+
+/// Whether the entry `name` of folder `dir` is a temporary a crashed stage left (see
+/// [`Run::recover`]).
+fn is_stale_temporary(dir: &Path, name: &str) -> bool {
+    if name.ends_with(".partial") {
+        return dir.join(name).is_dir();
+    }
+    if let Some(model) = name.strip_suffix(".dpo-work") {
+        return dir.join(model).join(TRAIN_REPORT).exists();
+    }
+    // `.NAME.tsr-tmp-PID` / `.NAME.tsr-old-PID`: a model save's staging folders.
+    name.starts_with('.')
+        && [".tsr-tmp-", ".tsr-old-"].iter().any(|tag| {
+            name.rsplit_once(tag)
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// `skipped_reason` of a train-future stage that had no pairs.
+const SKIPPED_FUTURE: &str = "D_1 is empty (Phase 1 kept no pairs): no future model was trained; \
+     Phase 2 samples no P_f and keeps Phase 1's decisions, so D_2 is empty too and M_{i+1} is M_i";
+/// `skipped_reason` of a train stage that had no pairs.
+const SKIPPED_TRAIN: &str = "no preference pairs: nothing was trained, M_{i+1} is M_i";
+
+/// The report a train stage writes into the model folder it completes.
+const TRAIN_REPORT: &str = "tsr-train-report.json";
 
 /// ` (test doubles: ...)` when a provenance lists any.
 fn doubles(p: &Provenance) -> String {

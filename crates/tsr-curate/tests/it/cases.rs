@@ -187,3 +187,47 @@ fn decision_round_trips_through_json() {
     let back: Decision = serde_json::from_str(&j).unwrap();
     assert_eq!(back, d);
 }
+
+#[test]
+fn degenerate_texts_are_named() {
+    assert_eq!(degenerate_pair("", "a"), Some(DropReason::EmptyChosen));
+    assert_eq!(degenerate_pair(" \n\t", "a"), Some(DropReason::EmptyChosen));
+    // Empty on both sides is an empty chosen first.
+    assert_eq!(degenerate_pair("  ", " "), Some(DropReason::EmptyChosen));
+    assert_eq!(
+        degenerate_pair("same answer", "same answer"),
+        Some(DropReason::IdenticalTexts)
+    );
+    assert_eq!(
+        degenerate_pair("same answer\n", "  same answer"),
+        Some(DropReason::IdenticalTexts)
+    );
+    assert_eq!(degenerate_pair("an answer", "another answer"), None);
+    // An empty rejected response is a real preference (an answer over none).
+    assert_eq!(degenerate_pair("an answer", ""), None);
+    assert_eq!(DropReason::EmptyChosen.as_str(), "empty_chosen");
+    assert_eq!(DropReason::IdenticalTexts.as_str(), "identical_texts");
+    assert_eq!(
+        serde_json::to_string(&DropReason::IdenticalTexts).unwrap(),
+        "\"identical_texts\""
+    );
+}
+
+#[test]
+fn check_texts_drops_a_kept_pair_with_degenerate_texts() {
+    let kept = self_rewarding(&s(&[2.0, 4.5, 1.0]));
+    let d = kept.clone().check_texts("same", "same");
+    assert_eq!(d.dropped, Some(DropReason::IdenticalTexts));
+    assert!(d.pair().is_none() && !d.is_kept());
+    // The picks stay recorded, so the decision file shows what was dropped.
+    assert_eq!((d.chosen, d.rejected), (kept.chosen, kept.rejected));
+    let d = kept.clone().check_texts("   ", "worst");
+    assert_eq!(d.dropped, Some(DropReason::EmptyChosen));
+    assert_eq!(kept.clone().check_texts("good", "bad"), kept);
+    // A decision dropped for its scores keeps its reason.
+    let tie = self_rewarding(&s(&[3.0, 3.0]));
+    assert_eq!(
+        tie.clone().check_texts("same", "same").dropped,
+        Some(DropReason::Tie)
+    );
+}

@@ -92,7 +92,11 @@ fn malformed_lines_name_their_line() {
 fn missing_file_is_an_io_error() {
     let e = read_judge_input(Path::new("/nonexistent/in.jsonl")).unwrap_err();
     assert!(matches!(e, JudgeError::Io { .. }));
-    assert!(e.to_string().starts_with("/nonexistent/in.jsonl: "), "{e}");
+    // The path is the message, the OS error its source: the chain prints each once.
+    assert_eq!(e.to_string(), "/nonexistent/in.jsonl");
+    let printed = format!("{:#}", anyhow::Error::from(e));
+    assert!(printed.starts_with("/nonexistent/in.jsonl: "), "{printed}");
+    assert_eq!(printed.matches("No such file").count(), 1, "{printed}");
 }
 
 #[test]

@@ -269,7 +269,12 @@ fn generator_errors_are_reported() {
         .judge(&items(2))
         .unwrap_err();
     assert!(matches!(e, JudgeError::Generator { requests: 2, .. }));
-    assert!(e.to_string().contains("out of memory (scripted)"), "{e}");
+    // The generator's error is the source (printed by the chain), not part of the message.
+    let printed = format!("{:#}", anyhow::Error::from(e));
+    assert_eq!(
+        printed,
+        "judge generator failed on a batch of 2 request(s): out of memory (scripted)"
+    );
 
     let mut g = Scripted::constant("Score: 4");
     g.drop_last_output = true;

@@ -478,7 +478,7 @@ fn chart_specs(runs: &[RunData], x: XAxis) -> Vec<Spec> {
     );
     shares.y_range = UNIT;
     let mut dpo_acc = panel(
-        "DPO reward accuracy (mean over the iteration's steps)",
+        "DPO reward accuracy (mean over the last epoch's steps)",
         "reward accuracy",
         iteration_series(
             runs,
@@ -541,13 +541,13 @@ fn chart_specs(runs: &[RunData], x: XAxis) -> Vec<Spec> {
             file: "dpo.png",
             title: "DPO training, per iteration".into(),
             about: "The DPO trainer's reward margin and reward accuracy of each iteration \
-                    (`dpo`, `dpo_future`: means over the training steps), for the trained model \
+                    (`dpo`, `dpo_future`: means over the last epoch's steps), for the trained model \
                     and (TSR) the future model.",
             missing: "no iteration has `dpo` or `dpo_future` numbers",
             kind: lines(),
             panels: vec![
                 panel(
-                    "DPO reward margin (mean over the iteration's steps)",
+                    "DPO reward margin (mean over the last epoch's steps)",
                     "reward margin",
                     iteration_series(
                         runs,

@@ -48,11 +48,18 @@ fn strip_wall(v: &mut Value) {
     }
 }
 
-/// Every file of a run folder: JSON content with wall times removed, other bytes verbatim.
+/// Every file of a run folder but the lock file: JSON content with wall times removed, other
+/// bytes verbatim.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
+            if p.file_name()
+                .is_some_and(|n| n == tsr_loop::lock::LOCK_FILE)
+            {
+                // The lock file holds the pid of the last process that worked on the run.
+                continue;
+            }
             if p.is_dir() {
                 walk(root, &p, out);
                 continue;

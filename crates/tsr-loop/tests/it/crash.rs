@@ -19,7 +19,8 @@ fn interrupted_then_resumed(method: Method, fault: Fault) -> (tempfile::TempDir,
     }));
     match (fault, r) {
         (Fault::ErrorAt(_), Ok(Err(e))) => {
-            assert!(e.to_string().contains("injected failure"), "{e}")
+            let e = tsr_loop::error_chain(&e);
+            assert!(e.contains("injected failure"), "{e}")
         }
         (Fault::PanicAt(_), Err(_)) => {}
         (_, other) => panic!(

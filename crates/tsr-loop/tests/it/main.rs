@@ -4,5 +4,6 @@ mod common;
 mod crash;
 mod errors;
 mod eval;
+mod hardening;
 mod methods;
 mod report;

@@ -197,3 +197,37 @@ fn more_iterations_continue_a_finished_run() {
     );
     assert_same_run(a.path(), b.path());
 }
+
+#[test]
+fn summary_reward_margin_is_the_last_epoch_mean_of_the_step_log() {
+    // The fake trains two epochs with a margin that grows every step, so the mean over the last
+    // epoch differs from the mean over all steps.
+    let t = tempfile::tempdir().unwrap();
+    let (out, _) = run_fresh(t.path(), Method::Tsr, 1, 6);
+    let s = &out.summaries[0];
+    for (key, log) in [
+        ("dpo", "iter-001/train-model.jsonl"),
+        ("dpo_future", "iter-001/train-model-future.jsonl"),
+    ] {
+        let steps = read_jsonl(&t.path().join(log));
+        let last = steps.last().unwrap()["epoch"].as_f64().unwrap().ceil();
+        let last_epoch: Vec<f64> = steps
+            .iter()
+            .filter(|v| v["epoch"].as_f64().unwrap().ceil() == last)
+            .map(|v| v["rewards/margins"].as_f64().unwrap())
+            .collect();
+        let all: f64 = steps
+            .iter()
+            .map(|v| v["rewards/margins"].as_f64().unwrap())
+            .sum::<f64>()
+            / steps.len() as f64;
+        let want = last_epoch.iter().sum::<f64>() / last_epoch.len() as f64;
+        let got = s[key]["reward_margin"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{key}: {got} vs {want}");
+        assert!(
+            (got - all).abs() > 1e-6,
+            "{key}: the test must tell the two means apart"
+        );
+        assert_eq!(last_epoch.len() * 2, steps.len(), "{key}: two epochs");
+    }
+}
