@@ -110,7 +110,7 @@ impl TorchBackend {
             .with_options(options);
         sampler
             .generate(requests, params)
-            .map_err(|e| anyhow::anyhow!("sampling: {e}"))
+            .map_err(|e| anyhow::Error::from_boxed(e).context("sampling"))
     }
 
     fn judge_impl(&mut self, m: &ModelRef, items: &[JudgeItem], seed: u64) -> Result<Vec<Verdict>> {
@@ -232,10 +232,7 @@ impl TorchBackend {
             .model
             .save_hf(out_dir, &loaded.tokenizer, &loaded.generation)?;
         let epochs_done = report.summary.last.as_ref().map_or(0.0, |l| l.epoch);
-        let mean = |f: &dyn Fn(&tsr_dpo::StepMetrics) -> f64| {
-            (!steps.is_empty()).then(|| steps.iter().map(f).sum::<f64>() / steps.len() as f64)
-        };
-        let steps_log = steps
+        let steps_log: Vec<Value> = steps
             .iter()
             .map(|m| {
                 let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
@@ -252,8 +249,8 @@ impl TorchBackend {
             epochs: cfg.epochs as usize,
             steps: report.summary.steps as usize,
             tokens: (pass_tokens as f64 * epochs_done).round() as u64,
-            reward_margin: mean(&|m| m.rewards_margins),
-            reward_accuracy: mean(&|m| m.rewards_accuracies),
+            reward_margin: TrainReport::last_epoch_mean(&steps_log, "rewards/margins"),
+            reward_accuracy: TrainReport::last_epoch_mean(&steps_log, "rewards/accuracies"),
             final_loss: report.summary.last.as_ref().map(|l| l.loss),
             steps_log,
         })

@@ -59,7 +59,7 @@ pub enum DpoError {
         reason: String,
     },
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("i/o error on {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -68,7 +68,7 @@ pub enum DpoError {
         source: std::io::Error,
     },
     /// JSON (de)serialisation of a checkpoint, cache or metrics record failed.
-    #[error("{path}: {source}")]
+    #[error("invalid json in {path}")]
     Json {
         /// The file.
         path: PathBuf,
@@ -77,7 +77,7 @@ pub enum DpoError {
         source: serde_json::Error,
     },
     /// An error from libtorch.
-    #[error("libtorch: {0}")]
+    #[error("libtorch")]
     Torch(#[from] tch::TchError),
     /// An error from the model crate (forward pass, tokenizer, saving).
     #[error(transparent)]
@@ -105,5 +105,30 @@ impl DpoError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error and its causes as `anyhow`'s `{:#}` prints them: `a: b: c`.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out += &format!(": {s}");
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn chained_errors_print_each_cause_once() {
+        let io = DpoError::Io {
+            path: "/x/metrics.jsonl".into(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        };
+        assert_eq!(chain(&io), "i/o error on /x/metrics.jsonl: denied");
     }
 }

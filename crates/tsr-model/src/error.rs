@@ -16,7 +16,7 @@ pub enum ModelError {
         how: String,
     },
     /// Reading or writing a file failed (includes a missing file).
-    #[error("i/o error on {path}: {source}")]
+    #[error("i/o error on {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -26,7 +26,7 @@ pub enum ModelError {
     #[error("missing {what} file {path}")]
     MissingFile { path: PathBuf, what: String },
     /// A JSON file (config.json, index, tokenizer_config.json, ...) does not parse.
-    #[error("invalid json in {path}: {source}")]
+    #[error("invalid json in {path}")]
     Json {
         path: PathBuf,
         #[source]
@@ -79,7 +79,7 @@ pub enum ModelError {
     #[error("invalid input: {msg}")]
     InvalidInput { msg: String },
     /// An error raised by libtorch.
-    #[error("libtorch error: {0}")]
+    #[error("libtorch error")]
     Torch(#[from] tch::TchError),
     /// Fetching a built-in model failed.
     #[error("download of {what} failed: {msg}")]
@@ -131,3 +131,34 @@ impl ModelError {
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error and its causes as `anyhow`'s `{:#}` prints them: `a: b: c`.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out += &format!(": {s}");
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn chained_errors_print_each_cause_once() {
+        let io = ModelError::Io {
+            path: "/x/config.json".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(chain(&io), "i/o error on /x/config.json: no such file");
+        let json = ModelError::Json {
+            path: "/x/config.json".into(),
+            source: serde_json::from_str::<serde_json::Value>("{").unwrap_err(),
+        };
+        let text = chain(&json);
+        assert_eq!(text.matches("EOF while parsing").count(), 1, "{text}");
+    }
+}

@@ -21,6 +21,19 @@ pub enum SampleError {
         tokens: usize,
         context: usize,
     },
+    /// The model produced logits no token can be drawn from (a NaN or `+inf`, or `-inf` for
+    /// every token): broken weights or inputs. Generation stops rather than picking a token.
+    #[error(
+        "the model's logits are {what} for prompt {prompt}, sample {sample} (batch row {row}) at \
+         generation step {step}: generation stopped (are the weights broken?)"
+    )]
+    NonFiniteLogits {
+        what: &'static str,
+        prompt: usize,
+        sample: usize,
+        row: usize,
+        step: usize,
+    },
     /// A prompt tokenized to nothing.
     #[error("prompt {prompt} is empty after tokenization")]
     EmptyPrompt { prompt: usize },
@@ -28,7 +41,7 @@ pub enum SampleError {
     #[error(transparent)]
     Model(#[from] tsr_model::ModelError),
     /// A tensor operation failed (shape or device mismatch).
-    #[error("tensor operation failed in {during}: {source}")]
+    #[error("tensor operation failed in {during}")]
     Tensor {
         during: &'static str,
         #[source]

@@ -153,9 +153,9 @@ fn answer_all(
                 seed: tsr_judge::item_seed(seed, &p.id),
             })
             .collect();
-        let completions = gen
-            .generate(&requests, params)
-            .map_err(|e| anyhow::anyhow!("generating {label} answers: {e}"))?;
+        let completions = gen.generate(&requests, params).map_err(|e| {
+            anyhow::Error::from_boxed(e).context(format!("generating {label} answers"))
+        })?;
         ensure!(
             completions.len() == chunk.len(),
             "the sampler returned {} outputs for {} prompts",

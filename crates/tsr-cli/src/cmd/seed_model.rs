@@ -328,7 +328,7 @@ fn answers(
         Sampler::new(&base.model, &base.tokenizer).with_generation_config(&base.generation);
     let out = sampler
         .generate(&requests, &params)
-        .map_err(|e| anyhow::anyhow!("sampling answers: {e}"))?;
+        .map_err(|e| anyhow::Error::from_boxed(e).context("sampling answers"))?;
     let answers: Vec<Answer> = instructions
         .iter()
         .zip(out)
