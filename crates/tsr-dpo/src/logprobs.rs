@@ -9,7 +9,8 @@
 //! 1. gathers the hidden states of the positions that predict a completion token (prompt and
 //!    padding positions never reach the LM head: they are skipped, not masked);
 //! 2. walks those rows in chunks of `chunk_tokens`: hidden chunk → logits chunk `[n, V]` →
-//!    `logit[target] - logsumexp(logits)` → added into the per-sequence sums;
+//!    `logit[target] - logsumexp(logits)` → added into the per-sequence sums, which are held in
+//!    f64 (a sum over thousands of tokens loses digits in f32; the per-token values are f32);
 //! 3. runs **without** an autograd graph ([`ChunkedLogProbs::forward`]). The backward pass
 //!    ([`ChunkedLogProbs::backward`]) takes `∂L/∂logp` per sequence, recomputes each chunk's
 //!    logits and forms its gradients by hand (`g·(onehot - softmax)`, then one matmul for the
@@ -191,8 +192,8 @@ impl ChunkedLogProbs {
             .map(move |s| (s, step.min(n - s)))
     }
 
-    /// Summed completion log-probs per sequence, `[B]` (f64 for f64 hidden states, else f32),
-    /// computed without an autograd graph. `hidden [B,T,H]` are the final-norm hidden states,
+    /// Summed completion log-probs per sequence, `[B]` f64 (per-token values in f32, or f64 for
+    /// f64 hidden states, accumulated in f64), computed without an autograd graph. `hidden [B,T,H]` are the final-norm hidden states,
     /// `weight [V,H]` the LM-head weight.
     pub fn forward(
         &self,
@@ -224,8 +225,7 @@ impl ChunkedLogProbs {
         let h_dim = check_hidden(hidden, weight, pos)?;
         let _guard = tch::no_grad_guard();
         let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
-        let out_kind = acc_kind(hidden.kind());
-        let mut sums = Tensor::f_zeros([pos.batch], (out_kind, hidden.device()))?;
+        let mut sums = Tensor::f_zeros([pos.batch], (Kind::Double, hidden.device()))?;
         let mut hits = 0;
         for (start, len) in self.chunks(pos) {
             let idx = pos.positions.f_narrow(0, start, len)?;
@@ -237,7 +237,11 @@ impl ChunkedLogProbs {
                 count_hits,
             )?;
             hits += chunk_hits;
-            sums = sums.f_index_add(0, &pos.rows.f_narrow(0, start, len)?, &lp)?;
+            sums = sums.f_index_add(
+                0,
+                &pos.rows.f_narrow(0, start, len)?,
+                &lp.f_to_kind(Kind::Double)?,
+            )?;
         }
         Ok((sums, hits))
     }
@@ -327,8 +331,9 @@ impl ChunkedLogProbs {
     }
 }
 
-/// The differentiable reference: full `log_softmax` over `B × T × V`, gather, mask, sum.
-/// Same inputs and result as [`ChunkedLogProbs::forward`]; use it for small inputs and tests.
+/// The differentiable reference: full `log_softmax` over `B × T × V`, gather, mask, sum (in
+/// f64, as [`ChunkedLogProbs::forward`]). Same inputs and result as
+/// [`ChunkedLogProbs::forward`]; use it for small inputs and tests.
 pub fn completion_logps_naive(
     hidden: &Tensor,
     weight: &Tensor,
@@ -356,7 +361,7 @@ pub fn completion_logps_naive(
         .f_to_kind(tok.kind())?;
     Ok(tok
         .f_mul(&mask)?
-        .f_sum_dim_intlist([1i64].as_slice(), false, tok.kind())?)
+        .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)
 }
 
 #[cfg(test)]
@@ -443,6 +448,32 @@ mod tests {
         .unwrap();
         assert!(leaf.grad().allclose(&gl, 1e-4, 1e-5, false));
         assert!(weight.grad().allclose(&gw, 1e-4, 1e-5, false));
+    }
+
+    /// Issue 14: a long completion's sum is accumulated in f64. With a zero LM head every token
+    /// has the same f32 log-prob `x = -ln V`, so the exact sum is `n·x`; an f32 accumulator
+    /// drifts from it by whole units over 100k tokens.
+    #[test]
+    fn long_completion_sums_are_accumulated_in_f64() {
+        let (n, h, v) = (100_000i64, 4, 1000);
+        let dev = tch::Device::Cpu;
+        let hidden = Tensor::ones([1, n + 1, h], (Kind::Float, dev));
+        let weight = Tensor::zeros([v, h], (Kind::Float, dev));
+        let ids = Tensor::zeros([1, n + 1], (Kind::Int64, dev));
+        let mask = Tensor::ones([1, n + 1], (Kind::Int64, dev));
+        let x = f64::from(-(v as f32).ln());
+        let exact = n as f64 * x;
+        let pos = ScoredPositions::new(&ids, &mask).unwrap();
+        let got = ChunkedLogProbs::new(256)
+            .unwrap()
+            .forward(&hidden, &weight, &pos)
+            .unwrap();
+        assert_eq!(got.kind(), Kind::Double);
+        let got = got.double_value(&[0]);
+        assert!((got - exact).abs() < 1e-6, "sum {got}, exact {exact}");
+        // What an f32 accumulator gives, for scale: off by far more than the f64 tolerance.
+        let f32_sum = (0..n).fold(0f32, |a, _| a + x as f32);
+        assert!((f64::from(f32_sum) - exact).abs() > 1e-2);
     }
 
     #[test]

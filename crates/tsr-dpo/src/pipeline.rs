@@ -15,7 +15,8 @@ use crate::trainer::{JsonlSink, StepMetrics, TrainSummary, Trainer};
 /// Files [`train_dpo`] writes under its output directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunFiles {
-    /// `metrics.jsonl`: one line per optimizer step (appended to on resume).
+    /// `metrics.jsonl`: one line per optimizer step (on resume, the lines after the checkpoint's
+    /// step are dropped and the redone steps appended; a fresh run replaces the file).
     pub metrics: PathBuf,
     /// `checkpoint/`: the latest checkpoint (when `checkpoint_every > 0`).
     pub checkpoint: PathBuf,
@@ -89,7 +90,7 @@ pub fn train_dpo(
     } else {
         None
     };
-    let mut sink = JsonlSink::append(&files.metrics)?;
+    let mut sink = JsonlSink::resume(&files.metrics, resumed_from.unwrap_or(0))?;
     let summary = trainer.run(&mut sink, Some(&files.checkpoint), progress)?;
     Ok(TrainReport {
         summary,

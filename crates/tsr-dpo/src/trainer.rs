@@ -122,6 +122,29 @@ impl JsonlSink {
             file,
         })
     }
+
+    /// Opens `path` for a run that continues after `steps_done` optimizer steps: keeps the
+    /// lines of steps `1..=steps_done` (those a resumed checkpoint covers) and drops every other
+    /// line, so a resumed run writes each step once and a fresh run (`steps_done = 0`) starts an
+    /// empty file rather than appending to an old one. Lines are matched on their `step` field.
+    pub fn resume(path: &Path, steps_done: u64) -> Result<Self> {
+        let kept: String = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s <= steps_done)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(DpoError::io(path, e)),
+        };
+        std::fs::write(path, kept).map_err(|e| DpoError::io(path, e))?;
+        Self::append(path)
+    }
 }
 
 impl<M: Serialize> MetricsSink<M> for JsonlSink {

@@ -22,8 +22,9 @@ pub struct SftReport {
     pub dropped: Vec<usize>,
     /// Step resumed from, if a checkpoint was found.
     pub resumed_from: Option<u64>,
-    /// `metrics.jsonl` under the output directory (on resume, the lines after the checkpoint's step
-    /// are dropped and the redone steps appended).
+    /// `metrics.jsonl` under the output directory: one line per step (on resume, the lines after
+    /// the checkpoint's step are dropped and the redone steps appended; a fresh run replaces the
+    /// file).
     pub metrics: PathBuf,
     /// `checkpoint/` under the output directory (when `checkpoint_every > 0`).
     pub checkpoint: PathBuf,
@@ -56,12 +57,11 @@ pub fn train_sft(
     let mut trainer = SftTrainer::new(model, cfg.clone(), rows, tokenizer.pad_id())?;
     let resumed_from = if checkpoint.join("trainer_state.json").exists() {
         trainer.load_checkpoint(&checkpoint)?;
-        forget_steps_after(&metrics, trainer.steps_done())?;
         Some(trainer.steps_done())
     } else {
         None
     };
-    let mut sink = JsonlSink::append(&metrics)?;
+    let mut sink = JsonlSink::resume(&metrics, resumed_from.unwrap_or(0))?;
     let summary = trainer.run(&mut sink, Some(&checkpoint), progress)?;
     Ok(SftReport {
         summary,
@@ -70,25 +70,6 @@ pub fn train_sft(
         metrics,
         checkpoint,
     })
-}
-
-/// Drops the lines of `metrics.jsonl` for steps after `step` (written after the checkpoint
-/// a run resumes from, and about to be redone).
-fn forget_steps_after(metrics: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(metrics) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(metrics, kept).map_err(|e| DpoError::io(metrics, e))
 }
 
 /// [`train_sft`] on a JSONL file.

@@ -2,6 +2,7 @@
 
 mod adamw_golden;
 mod loss_golden;
+mod pipeline;
 mod sft;
 mod sft_golden;
 mod trainer;
