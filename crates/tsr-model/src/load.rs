@@ -233,7 +233,8 @@ pub fn load_tokenizer(spec: &str) -> Result<ChatTokenizer, ModelError> {
 }
 
 /// Parses a device string: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto` (CUDA 0 when
-/// available, else CPU).
+/// available, else CPU). `cuda` and `cuda:N` are an error ("CUDA requested but not available:
+/// ...") when libtorch sees no such GPU.
 pub fn parse_device(s: &str) -> Result<Device, ModelError> {
     let s = s.trim();
     let bad = || {
@@ -244,12 +245,39 @@ pub fn parse_device(s: &str) -> Result<Device, ModelError> {
     match s {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(Device::cuda_if_available()),
-        "cuda" | "gpu" => Ok(Device::Cuda(0)),
+        "cuda" | "gpu" => cuda_device(0),
         _ => {
             let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
             let n: usize = n.parse().map_err(|_| bad())?;
-            Ok(Device::Cuda(n))
+            cuda_device(n)
         }
+    }
+}
+
+/// `cuda:n` when libtorch sees that GPU; otherwise a one-line error (rather than the C++
+/// backtrace libtorch prints when a tensor is first moved there).
+fn cuda_device(n: usize) -> Result<Device, ModelError> {
+    let count = if tch::Cuda::is_available() {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    };
+    check_cuda(n, count)
+}
+
+fn check_cuda(n: usize, count: usize) -> Result<Device, ModelError> {
+    match count {
+        0 => Err(ModelError::Other(format!(
+            "CUDA requested but not available: libtorch finds no CUDA device (no NVIDIA driver or \
+             GPU, or a CPU-only libtorch build; `tsr doctor` shows what it sees); use --device \
+             cpu, or auto to take a GPU when there is one (asked for cuda:{n})"
+        ))),
+        c if n >= c => Err(ModelError::Other(format!(
+            "CUDA requested but not available: cuda:{n} asked for, libtorch sees {c} CUDA \
+             device(s) (cuda:0 to cuda:{})",
+            c - 1
+        ))),
+        _ => Ok(Device::Cuda(n)),
     }
 }
 
@@ -260,10 +288,34 @@ mod tests {
     #[test]
     fn devices_parse() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
-        assert_eq!(parse_device("cuda").unwrap(), Device::Cuda(0));
         assert!(parse_device("cuda:x").is_err());
         assert!(parse_device("tpu").is_err());
+        assert_eq!(check_cuda(1, 2).unwrap(), Device::Cuda(1));
+        assert_eq!(check_cuda(0, 1).unwrap(), Device::Cuda(0));
+    }
+
+    /// Issue 14: `cuda` without a GPU is a one-line error, not a libtorch backtrace.
+    #[test]
+    fn cuda_without_a_gpu_is_a_one_line_error() {
+        for n in [0, 3] {
+            let e = check_cuda(n, 0).unwrap_err().to_string();
+            assert!(e.starts_with("CUDA requested but not available: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = check_cuda(2, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("cuda:2") && e.contains("2 CUDA device(s)"),
+            "{e}"
+        );
+        // On this machine, whatever it has.
+        if tch::Cuda::is_available() {
+            assert_eq!(parse_device("cuda").unwrap(), Device::Cuda(0));
+        } else {
+            let e = parse_device("cuda").unwrap_err().to_string();
+            assert!(e.starts_with("CUDA requested but not available"), "{e}");
+            assert!(parse_device("cuda:1").is_err());
+            assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
+        }
     }
 
     #[test]

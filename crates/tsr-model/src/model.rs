@@ -358,6 +358,7 @@ impl Model {
         let (b, t) = self.check_ids(input_ids)?;
         let mask = self.check_mask(attention_mask, b, t, "attention_mask")?;
         let positions = (mask.f_cumsum(-1, Kind::Int64)? - 1).clamp_min(0);
+        self.check_context(&positions)?;
         let padded = t > 0 && mask.min().int64_value(&[]) == 0;
         let valid = mask.ne(0);
         let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
@@ -382,6 +383,7 @@ impl Model {
         let (b, t) = self.check_ids(input_ids)?;
         let seg = self.check_mask(segment_ids, b, t, "segment_ids")?;
         let positions = self.check_mask(positions, b, t, "positions")?;
+        self.check_context(&positions)?;
         let valid = seg.ne(0);
         let same = seg.unsqueeze(2).eq_tensor(&seg.unsqueeze(1)).unsqueeze(1); // [B,1,Q,K]
         let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
@@ -429,6 +431,7 @@ impl Model {
         }
         let past = cache.len();
         let mask = self.check_mask(attention_mask, b, past + s, "attention_mask")?;
+        self.check_context(positions)?;
         let positions = positions.f_to_device_(self.device(), Kind::Int64, false, false)?;
         tch::no_grad(|| {
             let valid = mask.ne(0);
@@ -470,6 +473,24 @@ impl Model {
             }
         }
         Ok((size[0] as usize, size[1] as usize))
+    }
+
+    /// Refuses position ids past the model's context (`max_position_embeddings`): the rotary
+    /// tables would extrapolate and the result would be silently wrong.
+    fn check_context(&self, positions: &Tensor) -> Result<(), ModelError> {
+        if positions.numel() == 0 {
+            return Ok(());
+        }
+        let context = self.config.max_position_embeddings;
+        let last = positions.f_max()?.f_int64_value(&[])?;
+        if last >= context as i64 {
+            return Err(ModelError::input(format!(
+                "a sequence of {} tokens is longer than the model's context of {context} tokens \
+                 (max_position_embeddings)",
+                last + 1
+            )));
+        }
+        Ok(())
     }
 
     fn check_mask(

@@ -135,7 +135,23 @@ impl ChatTokenizer {
 
     /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*` metadata, byte-level BPE
     /// `gpt2` vocabularies) with its chat template.
+    ///
+    /// A byte-level vocabulary whose pre-tokenizer (`tokenizer.ggml.pre`) tsr does not know is
+    /// refused, since it would split text differently from the model's own tokenizer; with the
+    /// environment variable `TSR_ALLOW_UNKNOWN_PRETOKENIZER=1` it is built with the GPT-2 split
+    /// and a warning instead (see [`ChatTokenizer::from_gguf_with`]).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let allow = std::env::var(ALLOW_UNKNOWN_PRETOKENIZER_ENV).is_ok_and(|v| v == "1");
+        Self::from_gguf_with(file, allow)
+    }
+
+    /// [`ChatTokenizer::from_gguf`], with the opt-in for an unknown pre-tokenizer given
+    /// explicitly: `allow_unknown_pretokenizer` uses the GPT-2 split (and warns) instead of
+    /// refusing.
+    pub fn from_gguf_with(
+        file: &GgufFile,
+        allow_unknown_pretokenizer: bool,
+    ) -> Result<Self, ModelError> {
         let path = file.path();
         let err = |msg: String| tok_err(Some(path), msg);
         let model = file
@@ -201,7 +217,14 @@ impl ChatTokenizer {
             spm_parts(file, &tokens, &types, unk)?
         } else {
             let merges = strings("tokenizer.ggml.merges")?;
-            gpt2_parts(path, &tokens, &types, &merges, pre)?
+            gpt2_parts(
+                path,
+                &tokens,
+                &types,
+                &merges,
+                pre,
+                allow_unknown_pretokenizer,
+            )?
         };
         let post_processor = match bos.filter(|_| add_bos) {
             Some(b) => {
@@ -451,6 +474,14 @@ impl ChatTokenizer {
     }
 }
 
+/// The environment variable that lets [`ChatTokenizer::from_gguf`] build a GGUF tokenizer whose
+/// pre-tokenizer tsr does not know (with the GPT-2 split) instead of refusing it.
+pub const ALLOW_UNKNOWN_PRETOKENIZER_ENV: &str = "TSR_ALLOW_UNKNOWN_PRETOKENIZER";
+
+/// The `tokenizer.ggml.pre` values tsr builds, for the error message.
+const KNOWN_PRE: &str = "smollm, llama3, llama-v3, llama-bpe, falcon3, smaug-bpe, dbrx, qwen2, \
+                         deepseek-r1-qwen, default, gpt2 and gpt-2";
+
 /// Vocabulary, added tokens, merges, pre-tokenizer and decoder of the tokenizer that builds.
 type SpecParts = (
     serde_json::Map<String, Value>,
@@ -468,6 +499,7 @@ fn gpt2_parts(
     types: &[i64],
     merges: &[String],
     pre: &str,
+    allow_unknown_pre: bool,
 ) -> Result<SpecParts, ModelError> {
     let err = |msg: String| tok_err(Some(path), msg);
     let alphabet = byte_alphabet();
@@ -520,9 +552,16 @@ fn gpt2_parts(
         }
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
         "default" | "gpt2" | "gpt-2" => byte_level(true),
-        other => {
-            tracing::warn!(pre = other, path = %path.display(), "unknown gguf pre-tokenizer; using the gpt2 split");
+        other if allow_unknown_pre => {
+            tracing::warn!(pre = other, path = %path.display(), "unknown gguf pre-tokenizer; using the gpt2 split ({ALLOW_UNKNOWN_PRETOKENIZER_ENV} is set)");
             byte_level(true)
+        }
+        other => {
+            return Err(err(format!(
+                "unknown gguf pre-tokenizer {other:?} (tokenizer.ggml.pre): tsr knows {KNOWN_PRE}, \
+                 and another split would tokenize text differently from the model's own \
+                 tokenizer; set {ALLOW_UNKNOWN_PRETOKENIZER_ENV}=1 to use the gpt2 split anyway"
+            )))
         }
     };
     let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});

@@ -207,3 +207,54 @@ fn bad_forward_inputs_are_errors() {
         Err(ModelError::InvalidInput { .. })
     ));
 }
+
+/// Issue 14: a sequence longer than `max_position_embeddings` is an error naming both lengths,
+/// in every forward path, not a silently extrapolated result.
+#[test]
+fn sequences_longer_than_the_context_are_errors() {
+    let model = load("llama");
+    let context = model.config().max_position_embeddings as i64;
+    let ids = Tensor::ones(
+        [1, context + 1],
+        (tsr_model::Kind::Int64, tsr_model::Device::Cpu),
+    );
+    let mask = ids.ones_like();
+    let e = model.logits(&ids, &mask, false).unwrap_err();
+    assert!(matches!(e, ModelError::InvalidInput { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("{} tokens", context + 1))
+            && text.contains(&format!("context of {context} tokens")),
+        "{text}"
+    );
+    // Exactly the context is fine; left padding does not count.
+    assert!(model
+        .logits(
+            &ids.narrow(1, 0, context),
+            &mask.narrow(1, 0, context),
+            false
+        )
+        .is_ok());
+    let padded = Tensor::cat(
+        &[
+            mask.narrow(1, 0, 1).zeros_like(),
+            mask.narrow(1, 0, context),
+        ],
+        1,
+    );
+    assert!(model.logits(&ids, &padded, false).is_ok());
+    // Packed rows and the kv-cache path check their position ids.
+    let positions = Tensor::arange(
+        context + 1,
+        (tsr_model::Kind::Int64, tsr_model::Device::Cpu),
+    )
+    .unsqueeze(0);
+    assert!(model
+        .hidden_states_packed(&ids, &positions, &mask, false)
+        .is_err());
+    let mut cache = model.new_cache(1);
+    let e = model
+        .forward_cached(&ids, &positions, &mask, &mut cache)
+        .unwrap_err();
+    assert!(e.to_string().contains("max_position_embeddings"), "{e}");
+}

@@ -178,3 +178,44 @@ fn tokenizer_larger_than_the_embedding_is_rejected() {
         "{e}"
     );
 }
+
+/// A copy of `tiny_llama.gguf` whose `tokenizer.ggml.pre` is `mystery` (same length as the
+/// fixture's `default`, so the file layout is unchanged).
+fn gguf_with_unknown_pretokenizer(dir: &Path) -> PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut bytes = std::fs::read(fixtures.join("tiny_llama.gguf")).unwrap();
+    let key = b"tokenizer.ggml.pre";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
+    // key, value type (u32), string length (u64), then the string.
+    let value = at + key.len() + 4 + 8;
+    assert_eq!(&bytes[value..value + 7], b"default");
+    bytes[value..value + 7].copy_from_slice(b"mystery");
+    let path = dir.join("unknown_pre.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Issue 14: an unknown GGUF pre-tokenizer used to be a warning; tokenisation would silently
+/// differ, so it is refused unless the user opts in, and the error says how.
+#[test]
+fn unknown_gguf_pretokenizer_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = gguf_with_unknown_pretokenizer(dir.path());
+    let file = GgufFile::open(&path).unwrap();
+    let Err(e) = ChatTokenizer::from_gguf_with(&file, false) else {
+        panic!("an unknown pre-tokenizer should be refused");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("\"mystery\"")
+            && text.contains(tsr_model::ALLOW_UNKNOWN_PRETOKENIZER_ENV)
+            && text.contains("unknown_pre.gguf"),
+        "{text}"
+    );
+    if std::env::var_os(tsr_model::ALLOW_UNKNOWN_PRETOKENIZER_ENV).is_none() {
+        assert!(ChatTokenizer::from_gguf(&file).is_err());
+        assert!(tsr_model::load(path.to_str().unwrap(), &Default::default()).is_err());
+    }
+    let tok = ChatTokenizer::from_gguf_with(&file, true).unwrap();
+    assert_eq!(tok.vocab_size(), 64);
+}
