@@ -8,7 +8,9 @@
 //!    (argmax, or inverse-CDF with one uniform from the row's own seeded RNG, on the candidate
 //!    sets of [`Processors::apply_candidates`] so top-p does not sort the whole vocabulary),
 //!    copies the `[R]` chosen ids to the host once, and checks EOS / stop strings /
-//!    `max_new_tokens` per row;
+//!    `max_new_tokens` per row (at least 1: 0 is refused); logits with a NaN or `+inf`, or
+//!    `-inf` everywhere, stop generation with [`SampleError::NonFiniteLogits`] (no token could be
+//!    drawn from them: sampling would silently pick the last one);
 //! 4. rows that finished are dropped from the cache and every per-row tensor (index_select), so
 //!    finished sequences stop costing compute.
 //!
@@ -224,6 +226,14 @@ impl<'a> Sampler<'a> {
         params: &SamplingParams,
     ) -> Result<Vec<Vec<Sample>>, SampleError> {
         let procs = Processors::from_params(params)?;
+        if params.max_new_tokens == 0 {
+            // transformers and vLLM refuse it too; generating nothing needs no sampler.
+            return Err(SampleError::InvalidParam {
+                name: "max_new_tokens",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
         if self.options.max_batch_rows == 0 {
             return Err(SampleError::InvalidParam {
                 name: "max_batch_rows",
@@ -433,6 +443,7 @@ impl<'a> Sampler<'a> {
         let decode = |ids: &[u32]| self.tokenizer.decode(ids, true);
         let mut uniforms = Vec::with_capacity(rows.len());
         loop {
+            check_logits(&logits, &rows)?;
             // Choose one token per row.
             let (chosen, processed_lp) = if procs.is_greedy() {
                 let processed = procs.apply(&logits, seen.as_ref())?;
@@ -599,5 +610,79 @@ impl Generator for Sampler<'_> {
 
     fn as_probe(&mut self) -> Option<&mut dyn tsr_judge::NextTokenProbe> {
         Some(self)
+    }
+}
+
+/// Refuses logits no token can be drawn from: a row with a NaN or `+inf`, or `-inf` everywhere
+/// (the maximum of a row propagates NaN). One `[R]` copy to the host per step.
+fn check_logits(logits: &Tensor, rows: &[Row]) -> Result<(), SampleError> {
+    let top = logits
+        .f_amax([-1i64].as_slice(), false)
+        .and_then(|t| t.f_to_kind(tch::Kind::Double))
+        .and_then(|t| t.f_to_device(tch::Device::Cpu))
+        .during("checking logits")?;
+    let top = Vec::<f64>::try_from(&top).during("checking logits")?;
+    for (r, (&m, row)) in top.iter().zip(rows).enumerate() {
+        let what = if m.is_nan() {
+            "nan"
+        } else if m == f64::INFINITY {
+            "+inf"
+        } else if m == f64::NEG_INFINITY {
+            "-inf everywhere"
+        } else {
+            continue;
+        };
+        return Err(SampleError::NonFiniteLogits {
+            what,
+            prompt: row.request,
+            sample: row.sample,
+            row: r,
+            step: row.tokens.len(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<Row> {
+        (0..n)
+            .map(|i| Row {
+                request: 7,
+                sample: i,
+                prompt_tokens: 3,
+                next_position: 5,
+                rng: SequenceRng::new(0, i as u64),
+                tokens: vec![1, 2],
+                logprobs: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nan_and_infinite_logits_are_refused_naming_the_row_and_step() {
+        let ok = Tensor::from_slice2(&[[0.0f32, 1.0, f32::NEG_INFINITY], [2.0, 0.0, 1.0]]);
+        check_logits(&ok, &rows(2)).unwrap();
+        for (bad, what) in [(f32::NAN, "nan"), (f32::INFINITY, "+inf")] {
+            let t = Tensor::from_slice2(&[[0.0f32, 1.0, 2.0], [2.0, bad, 1.0]]);
+            match check_logits(&t, &rows(2)) {
+                Err(SampleError::NonFiniteLogits {
+                    what: w,
+                    prompt: 7,
+                    sample: 1,
+                    row: 1,
+                    step: 2,
+                }) => assert_eq!(w, what),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let t = Tensor::from_slice2(&[[f32::NEG_INFINITY; 3], [2.0, 0.0, 1.0]]);
+        let e = check_logits(&t, &rows(2)).unwrap_err();
+        assert!(
+            e.to_string().contains("-inf everywhere") && e.to_string().contains("step 2"),
+            "{e}"
+        );
     }
 }

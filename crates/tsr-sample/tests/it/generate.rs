@@ -450,3 +450,57 @@ fn progress_reports_every_step() {
         (4, 4, 20, 0)
     );
 }
+
+/// Issue 14: `max_new_tokens = 0` used to yield one token; it is refused, naming the parameter.
+#[test]
+fn zero_max_new_tokens_is_refused() {
+    let (_d, tok) = tiny::tokenizer();
+    let model = tiny::model(1, 128);
+    let e = Sampler::new(&model, &tok)
+        .sample_ids(&tiny::prompts(), &[(1, 0), (1, 0), (1, 0)], &greedy(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SampleError::InvalidParam {
+                name: "max_new_tokens",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_new_tokens = 0"), "{e}");
+}
+
+/// Issue 14: NaN logits used to make sampling pick the last token; generation stops with an
+/// error naming the prompt, sample and step.
+#[test]
+fn nan_logits_stop_generation_with_an_error_naming_the_step() {
+    let (_d, tok) = tiny::tokenizer();
+    let mut model = tiny::model(1, 128);
+    {
+        let _g = tch::no_grad_guard();
+        let mut vars = model.var_store_mut().variables();
+        let norm = vars
+            .iter_mut()
+            .find(|(n, _)| n.ends_with("norm.weight") && !n.contains("layers"))
+            .map(|(_, t)| t)
+            .expect("final norm weight");
+        let _ = norm.fill_(f64::NAN);
+    }
+    for params in [greedy(4), sampled(4)] {
+        let e = Sampler::new(&model, &tok)
+            .with_options(opts())
+            .sample_ids(&tiny::prompts(), &[(1, 0), (2, 0), (1, 0)], &params)
+            .unwrap_err();
+        match &e {
+            SampleError::NonFiniteLogits {
+                what: "nan",
+                step: 0,
+                ..
+            } => {}
+            other => panic!("expected a nan-logits error, got {other:?}"),
+        }
+        assert!(e.to_string().contains("generation step 0"), "{e}");
+    }
+}
