@@ -4,6 +4,7 @@ mod doctor;
 mod eft;
 mod eval;
 mod generate;
+mod hardening;
 mod iterate;
 mod judge;
 mod logprobs;

@@ -439,6 +439,34 @@ mod tests {
         assert_eq!(s.dpo.batch_size * s.dpo.gradient_accumulation_steps, 16);
     }
 
+    /// Issue 14: every shipped example's prompts (and eval prompts) file is in the repository,
+    /// unless the example marks it as the user's own with a `path/to/` placeholder.
+    #[test]
+    fn shipped_example_configs_point_at_files_that_exist() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let c = tsr_loop::Config::load(&path).unwrap();
+            let eval = c.eval.as_ref().and_then(|e| e.prompts.clone());
+            for p in std::iter::once(c.run.prompts.clone()).chain(eval) {
+                assert!(
+                    p.is_file() || p.to_string_lossy().contains("path/to/"),
+                    "{}: prompts file {} is not in the repository",
+                    path.display(),
+                    p.display()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2);
+        let tiny = tsr_loop::Config::load(&dir.join("tiny.toml")).unwrap();
+        assert!(tiny.run.prompts.is_file());
+    }
+
     #[test]
     fn bad_backend_sections_are_errors() {
         for (section, text) in [

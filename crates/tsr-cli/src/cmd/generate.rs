@@ -34,6 +34,7 @@ pub struct Args {
     /// Samples per prompt.
     #[arg(long, default_value_t = 1)]
     n: usize,
+    /// Most tokens generated per sample (at least 1).
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0.7)]
@@ -151,6 +152,10 @@ pub fn request_seed(seed: u64, id: &serde_json::Value) -> u64 {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(
+        args.max_new_tokens >= 1,
+        "--max-new-tokens must be at least 1 (got 0)"
+    );
     let prompts = match (&args.prompt, &args.prompts) {
         (Some(p), None) => vec![PromptLine {
             id: serde_json::Value::from(0),

@@ -4,7 +4,8 @@
 //! token, natural log) and `sum_logprob`. The prompt is tokenized with the tokenizer's special
 //! tokens (as transformers' `tokenizer(prompt)` does), or, with `--chat`, rendered as one user
 //! message through the chat template with the generation prompt and tokenized without them. The
-//! completion is tokenized alone without special tokens and appended.
+//! completion is tokenized alone without special tokens and appended. Prompt and completion
+//! together must fit in the model's context (`max_position_embeddings`), or it is an error.
 
 #![allow(clippy::print_stdout)]
 
@@ -51,6 +52,16 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(
         !prompt_ids.is_empty(),
         "the prompt has no tokens (nothing to condition on)"
+    );
+
+    let context = loaded.model.config().max_position_embeddings;
+    let total = prompt_ids.len() + completion_ids.len();
+    anyhow::ensure!(
+        total <= context,
+        "the prompt ({} tokens) and completion ({} tokens) make {total} tokens, more than the \
+         model's context of {context} tokens (max_position_embeddings); shorten them",
+        prompt_ids.len(),
+        completion_ids.len()
     );
 
     let all: Vec<i64> = prompt_ids

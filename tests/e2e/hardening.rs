@@ -1,0 +1,119 @@
+//! Bad inputs of issue 14 that reach the libtorch crates, through the `tsr` binary on the tiny
+//! Llama of tsr-dpo's SFT fixture (context 256 tokens): each is a one-line error, not a silently
+//! wrong result or a libtorch backtrace.
+
+use std::path::{Path, PathBuf};
+
+use crate::tsr;
+
+fn tiny_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tsr-dpo/tests/fixtures/sft/model")
+}
+
+fn failure(args: &[&str]) -> String {
+    let out = tsr().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should fail: {args:?}\n{stderr}");
+    stderr
+}
+
+#[test]
+fn logprobs_of_a_prompt_longer_than_the_context_is_an_error_naming_the_lengths() {
+    let model = tiny_model();
+    let prompt = "word ".repeat(300);
+    let stderr = failure(&[
+        "logprobs",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        &prompt,
+        "--completion",
+        "fine",
+    ]);
+    assert!(
+        stderr.contains("context of 256 tokens") && stderr.contains("max_position_embeddings"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generate_with_zero_max_new_tokens_is_refused() {
+    let model = tiny_model();
+    let stderr = failure(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "0",
+    ]);
+    assert!(
+        stderr.contains("--max-new-tokens must be at least 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_one_line_error() {
+    if tch::Cuda::is_available() {
+        return; // nothing to check on a machine with a GPU
+    }
+    let model = tiny_model();
+    let stderr = failure(&[
+        "logprobs",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--completion",
+        "b",
+        "--device",
+        "cuda",
+    ]);
+    assert!(
+        stderr.contains("CUDA requested but not available: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn unknown_gguf_pretokenizer_is_refused_naming_the_opt_in() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tsr-model/tests/fixtures");
+    let mut bytes = std::fs::read(fixtures.join("tiny_llama.gguf")).unwrap();
+    let key = b"tokenizer.ggml.pre";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
+    let value = at + key.len() + 4 + 8;
+    assert_eq!(&bytes[value..value + 7], b"default");
+    bytes[value..value + 7].copy_from_slice(b"mystery");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unknown_pre.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let args = [
+        "logprobs",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--completion",
+        "b",
+    ];
+    let out = tsr()
+        .args(args)
+        .env_remove("TSR_ALLOW_UNKNOWN_PRETOKENIZER")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("\"mystery\"") && stderr.contains("TSR_ALLOW_UNKNOWN_PRETOKENIZER=1"),
+        "{stderr}"
+    );
+    let out = tsr()
+        .args(args)
+        .env("TSR_ALLOW_UNKNOWN_PRETOKENIZER", "1")
+        .output()
+        .unwrap();
+    crate::assert_success(&out);
+}
