@@ -504,7 +504,8 @@ impl OpenAiEngine {
         Ok(out)
     }
 
-    /// The largest `n` any server takes (the smallest `max_n`), asking every server once.
+    /// The largest `n` any server takes (the smallest `max_n`), asking every server once (here,
+    /// not from each worker at the same time).
     fn max_n(&self) -> Result<Option<usize>, RemoteError> {
         let mut limit: Option<usize> = None;
         for i in 0..self.urls.len() {
@@ -661,6 +662,13 @@ impl NextTokenProbe for OpenAiEngine {
         top_k: usize,
     ) -> Result<Vec<ProbeResult>, GenerateError> {
         let this = &*self;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Ask every server once here rather than from each worker at the same time.
+        for i in 0..this.urls.len() {
+            this.capabilities(i)?;
+        }
         Ok(this.run_jobs(requests.len(), |url, j| {
             this.probe_one(url, &requests[j], top_k)
         })?)
