@@ -6,6 +6,7 @@
 //! `cargo xtask run-iteration`  set-up, seed model, then one TSR iteration on the embedded default
 //! `cargo xtask bench`          benchmarks against the Python references, measured in one run
 //! `cargo xtask reference`      the Python reference environment (transformers, TRL, gguf)
+//! `cargo xtask engines`        the llama.cpp server (xllamacpp) and built-in GGUF for the engine tests
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod setup;
@@ -58,6 +59,9 @@ enum Cmd {
     /// Install the Python reference packages (transformers, trl, gguf) used for golden values,
     /// parity checks and benchmarks.
     Reference,
+    /// Install the llama.cpp server wheel (xllamacpp) into the tsr cache and fetch the built-in
+    /// GGUF, for the remote-engine tests of tsr-judge (`cargo xtask test` does this too).
+    Engines,
 }
 
 fn main() {
@@ -85,6 +89,14 @@ fn run() -> Result<()> {
         Cmd::Reference => {
             setup::libtorch(&root)?;
             setup::reference(&root)?;
+        }
+        Cmd::Engines => {
+            let env = setup::engines()?;
+            println!(
+                "xtask engines: TSR_ENGINE_PYTHON={} TSR_ENGINE_GGUF={}",
+                env.python.display(),
+                env.gguf.display()
+            );
         }
     }
     Ok(())
@@ -127,6 +139,14 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     )?;
     let mut t = cargo(root);
     t.args(["test", "--workspace"]);
+    // The llama.cpp server tests of tsr-judge (crates/tsr-judge/tests/it/engine.rs).
+    if std::env::var("TSR_SKIP_ENGINE_TESTS").as_deref() == Ok("1") {
+        println!("xtask: TSR_SKIP_ENGINE_TESTS=1: not installing the engine, its tests skip");
+    } else {
+        let env = setup::engines()?;
+        t.env("TSR_ENGINE_PYTHON", &env.python)
+            .env("TSR_ENGINE_GGUF", &env.gguf);
+    }
     if !extra.is_empty() {
         t.arg("--").args(extra);
     }

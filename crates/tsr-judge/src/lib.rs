@@ -32,6 +32,8 @@
 //! * [`pairwise`] / [`winrate`]: pairwise judges ([`LlmPairwiseJudge`], [`RuleJudge`]) and the
 //!   win rate of one model's answers over another's, judged in both orders ([`win_rate`]).
 //! * [`gsm_eval`]: GSM8K accuracy of a model's answers ([`score_gsm8k`]).
+//! * [`remote`]: [`OpenAiEngine`], a [`Generator`] and [`NextTokenProbe`] over OpenAI-compatible
+//!   inference servers (a llama.cpp server, vLLM, SGLang), configured by [`RemoteConfig`].
 //!
 //! # Example
 //! ```
@@ -84,6 +86,7 @@ pub mod jsonl;
 pub mod llm;
 pub mod parse;
 pub mod probs;
+pub mod remote;
 pub mod template;
 pub mod verdict;
 pub mod verifier;
@@ -107,6 +110,7 @@ pub use generate::{
 pub use llm::{item_seed, score_prefill, LlmJudge, SCORE_PREFILL};
 pub use parse::{mean_score, parse_score, ParseFailure, MAX_SCORE, MIN_SCORE};
 pub use probs::{digit_of, DigitDistribution};
+pub use remote::{Capabilities, OpenAiEngine, RemoteConfig, RemoteError};
 pub use template::{JudgeTemplate, ADDITIVE_5PT, SHORT};
 pub use verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 pub use verifier::{final_number, reference_number, VerifierJudge};

@@ -1,6 +1,7 @@
 //! Integration tests of tsr-judge (one test binary; modules by topic).
 
 mod eft;
+mod engine;
 mod errors;
 mod fake;
 mod jsonl;
