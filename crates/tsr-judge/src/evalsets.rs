@@ -444,4 +444,33 @@ question_annotated = """ignored {x,1}"""
         assert!(m[0].ends_with("/eng/symbolic/0000.toml"));
         assert!(m[99].ends_with("/eng/symbolic/0099.toml"));
     }
+
+    #[test]
+    fn alpaca_export_writes_the_official_fields_in_order() {
+        let items = vec![
+            AlpacaItem {
+                instruction: "Say hi.".into(),
+                output: "reference".into(),
+                dataset: "koala".into(),
+            },
+            AlpacaItem {
+                instruction: "Count to 2.".into(),
+                output: "reference".into(),
+                dataset: "oasst".into(),
+            },
+        ];
+        let out = alpaca_export(&items, &["Hi!".into(), "1, 2".into()], "tsr-m1").unwrap();
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"instruction": "Say hi.", "output": "Hi!", "generator": "tsr-m1", "dataset": "koala"},
+                {"instruction": "Count to 2.", "output": "1, 2", "generator": "tsr-m1", "dataset": "oasst"},
+            ])
+        );
+        // AlpacaEval reads its own outputs.json format back: the export parses as one.
+        let back = parse_alpaca_outputs(&serde_json::to_vec(&out).unwrap(), "export").unwrap();
+        assert_eq!(back[1].output, "1, 2");
+        assert!(alpaca_export(&items, &["only one".into()], "g").is_err());
+    }
 }
