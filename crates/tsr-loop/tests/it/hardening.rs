@@ -25,14 +25,17 @@ fn lock_child() {
     let dir = PathBuf::from(dir);
     let go = dir.with_extension("go");
     let mut run = Run::open(&dir).unwrap();
+    // Tell the parent this process is up, so `go` comes only when both are waiting for it.
+    std::fs::write(dir.with_extension(format!("ready-{}", std::process::id())), "").unwrap();
     let t0 = Instant::now();
     while !go.exists() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no go signal");
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut b = FakeBackend::new();
-    // Long enough (about 60 calls) that the other process tries while this one works.
-    b.delay = Duration::from_millis(25);
+    // Long enough (about 60 calls, 3 s) that the other process, already waiting for `go`,
+    // tries while this one works.
+    b.delay = Duration::from_millis(50);
     if let Err(e) = run.execute(&mut b, &mut NoObserver) {
         panic!("CHILD ERROR: {}", error_chain(&e));
     }
@@ -62,6 +65,16 @@ fn two_processes_resume_one_run_folder_one_is_refused() {
     };
     let children = [spawn(), spawn()];
     let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    // Both processes have opened the run and wait: start them together. (A guard, not a speed
+    // assertion: a child that never starts would otherwise hang the test.)
+    let t0 = Instant::now();
+    while !pids
+        .iter()
+        .all(|p| dir.with_extension(format!("ready-{p}")).exists())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the child processes did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::fs::write(dir.with_extension("go"), "").unwrap();
     let outs: Vec<_> = children
         .into_iter()
