@@ -26,7 +26,11 @@ fn lock_child() {
     let go = dir.with_extension("go");
     let mut run = Run::open(&dir).unwrap();
     // Tell the parent this process is up, so `go` comes only when both are waiting for it.
-    std::fs::write(dir.with_extension(format!("ready-{}", std::process::id())), "").unwrap();
+    std::fs::write(
+        dir.with_extension(format!("ready-{}", std::process::id())),
+        "",
+    )
+    .unwrap();
     let t0 = Instant::now();
     while !go.exists() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no go signal");
@@ -72,7 +76,10 @@ fn two_processes_resume_one_run_folder_one_is_refused() {
         .iter()
         .all(|p| dir.with_extension(format!("ready-{p}")).exists())
     {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the child processes did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the child processes did not start"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     std::fs::write(dir.with_extension("go"), "").unwrap();
