@@ -777,7 +777,7 @@ fn markdown_report(
     md.push_str("## Key numbers per iteration\n\n");
     md.push_str(
         "Scores are the judge's means over the final training pairs; DPO margin and accuracy \
-         are the trainer's means over the training steps, DPO loss that of the last step",
+         are the trainer's means over the last epoch's steps, DPO loss that of the last step",
     );
     if runs
         .iter()
