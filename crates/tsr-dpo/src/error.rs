@@ -112,23 +112,15 @@ impl DpoError {
 mod tests {
     use super::*;
 
-    /// The error and its causes as `anyhow`'s `{:#}` prints them: `a: b: c`.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            out += &format!(": {s}");
-            cur = s.source();
-        }
-        out
-    }
-
     #[test]
     fn chained_errors_print_each_cause_once() {
         let io = DpoError::Io {
             path: "/x/metrics.jsonl".into(),
             source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
         };
-        assert_eq!(chain(&io), "i/o error on /x/metrics.jsonl: denied");
+        assert_eq!(
+            tsr_model::error_chain(&io),
+            "i/o error on /x/metrics.jsonl: denied"
+        );
     }
 }

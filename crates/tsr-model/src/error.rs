@@ -129,6 +129,18 @@ impl ModelError {
     }
 }
 
+/// An error and its causes on one line, as `anyhow`'s `{:#}` prints them (`a: b: c`): how the
+/// CLI shows errors, so a message should not repeat its cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out += &format!(": {s}");
+        cur = s.source();
+    }
+    out
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
@@ -136,29 +148,21 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 mod tests {
     use super::*;
 
-    /// The error and its causes as `anyhow`'s `{:#}` prints them: `a: b: c`.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            out += &format!(": {s}");
-            cur = s.source();
-        }
-        out
-    }
-
     #[test]
     fn chained_errors_print_each_cause_once() {
         let io = ModelError::Io {
             path: "/x/config.json".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         };
-        assert_eq!(chain(&io), "i/o error on /x/config.json: no such file");
+        assert_eq!(
+            error_chain(&io),
+            "i/o error on /x/config.json: no such file"
+        );
         let json = ModelError::Json {
             path: "/x/config.json".into(),
             source: serde_json::from_str::<serde_json::Value>("{").unwrap_err(),
         };
-        let text = chain(&json);
+        let text = error_chain(&json);
         assert_eq!(text.matches("EOF while parsing").count(), 1, "{text}");
     }
 }

@@ -21,7 +21,7 @@ pub mod model;
 pub mod tokenizer;
 
 pub use config::{ModelConfig, RopeConfig, RopeScaling, TokenIds};
-pub use error::ModelError;
+pub use error::{error_chain, ModelError};
 pub use kv_cache::KvCache;
 pub use model::{LoadOptions, Model};
 pub use tch::{Device, Kind, Tensor};
