@@ -7,8 +7,10 @@
 //! `cargo xtask bench`          benchmarks against the Python references, measured in one run
 //! `cargo xtask reference`      the Python reference environment (transformers, TRL, gguf)
 //! `cargo xtask engines`        the llama.cpp server (xllamacpp) and built-in GGUF for the engine tests
+//! `cargo xtask reproduce`      the miniature reproduction of the TSR paper's claims (docs/reproduction.md)
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod reproduce;
 mod setup;
 
 use anyhow::{bail, Context, Result};
@@ -62,6 +64,10 @@ enum Cmd {
     /// Install the llama.cpp server wheel (xllamacpp) into the tsr cache and fetch the built-in
     /// GGUF, for the remote-engine tests of tsr-judge (`cargo xtask test` does this too).
     Engines,
+    /// Set up, build the seed model if needed, then the miniature reproduction of the TSR paper's
+    /// claims: SR x4, TSR x2, past-only x2, future-only x2 iterations for several seeds,
+    /// evaluations, charts and docs/reproduction.md (about 90 minutes on 2 CPU cores).
+    Reproduce(reproduce::Options),
 }
 
 fn main() {
@@ -89,6 +95,14 @@ fn run() -> Result<()> {
         Cmd::Reference => {
             setup::libtorch(&root)?;
             setup::reference(&root)?;
+        }
+        Cmd::Reproduce(opts) => {
+            setup::libtorch(&root)?;
+            let tsr = build_tsr(&root)?;
+            if opts.model.is_none() {
+                seed_model(&tsr, &[])?;
+            }
+            reproduce::reproduce(&root, &tsr, &opts)?;
         }
         Cmd::Engines => {
             let env = setup::engines()?;
@@ -248,7 +262,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 /// Run a command, echo it, and fail with its name when it fails.
-fn step(name: &str, cmd: &mut Command) -> Result<()> {
+pub(crate) fn step(name: &str, cmd: &mut Command) -> Result<()> {
     let t0 = Instant::now();
     println!("xtask: {name}: {cmd:?}");
     let status = cmd

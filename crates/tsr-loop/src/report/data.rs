@@ -54,13 +54,34 @@ pub(crate) struct Iteration {
     /// `(stage, wall seconds)` in the order of the summary.
     pub stage_wall: Vec<(String, f64)>,
     pub wall_s: Option<f64>,
-    /// Tokens generated + judged + trained up to and including this iteration.
+    /// This iteration's tokens generated, judged and trained, the `eval` stage excluded (it
+    /// measures the method; it is not part of it).
+    pub tokens: Option<Tokens>,
+    /// Wall seconds of the `eval` stage (0 without one).
+    pub eval_wall_s: f64,
+    /// Tokens generated + judged + trained up to and including this iteration, `eval` excluded
+    /// (summed here).
     pub cumulative_tokens: Option<f64>,
-    /// Wall seconds of all iterations up to and including this one (summed here).
+    /// Wall seconds of all iterations up to and including this one, `eval` excluded (summed
+    /// here).
     pub cumulative_wall_s: Option<f64>,
     pub results_are_real: Option<bool>,
     pub test_doubles: Vec<String>,
     pub eval: Option<Eval>,
+}
+
+/// Tokens of one iteration's work, the `eval` stage excluded.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Tokens {
+    pub generated: f64,
+    pub judged: f64,
+    pub trained: f64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> f64 {
+        self.generated + self.judged + self.trained
+    }
 }
 
 /// One per-step line of `train-*.jsonl`, placed on a step axis that runs across iterations.
@@ -184,12 +205,17 @@ fn iteration(v: &Value, index: usize) -> Iteration {
                 .collect()
         })
         .unwrap_or_default();
-    let cumulative_tokens = compute.get("cumulative").and_then(|c| {
-        let parts = ["tokens_generated", "tokens_judged", "tokens_trained"].map(|k| num(c, k));
-        parts
-            .iter()
-            .any(Option::is_some)
-            .then(|| parts.iter().flatten().sum())
+    let eval_stage = compute.get("stages").and_then(|s| s.get("eval"));
+    let eval_part = |key: &str| eval_stage.and_then(|e| num(e, key)).unwrap_or(0.0);
+    let keys = ["tokens_generated", "tokens_judged", "tokens_trained"];
+    let parts = keys.map(|k| num(&compute, k));
+    let tokens = parts.iter().any(Option::is_some).then(|| {
+        let [g, j, t] = [0, 1, 2].map(|i| (parts[i].unwrap_or(0.0) - eval_part(keys[i])).max(0.0));
+        Tokens {
+            generated: g,
+            judged: j,
+            trained: t,
+        }
     });
     Iteration {
         iteration: v
@@ -209,7 +235,9 @@ fn iteration(v: &Value, index: usize) -> Iteration {
         dpo_future: dpo(v.get("dpo_future")),
         stage_wall,
         wall_s: num(&compute, "wall_s"),
-        cumulative_tokens,
+        tokens,
+        eval_wall_s: eval_stage.and_then(|e| num(e, "wall_s")).unwrap_or(0.0),
+        cumulative_tokens: None,
         cumulative_wall_s: None,
         results_are_real: v.get("results_are_real").and_then(Value::as_bool),
         test_doubles: strings(v.get("test_doubles")),
@@ -315,10 +343,12 @@ pub(crate) fn load_run(dir: &Path) -> Result<RunData> {
         });
     }
     iterations.sort_by_key(|i| i.iteration);
-    let mut wall = Some(0.0);
+    let (mut wall, mut tokens) = (Some(0.0), Some(0.0));
     for it in &mut iterations {
-        wall = wall.zip(it.wall_s).map(|(a, b)| a + b);
+        wall = wall.zip(it.wall_s).map(|(a, b)| a + b - it.eval_wall_s);
+        tokens = tokens.zip(it.tokens).map(|(a, b)| a + b.total());
         it.cumulative_wall_s = wall;
+        it.cumulative_tokens = tokens;
     }
     let method = iterations.iter().find_map(|i| i.method.clone());
     Ok(RunData {

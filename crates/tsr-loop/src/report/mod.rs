@@ -25,6 +25,7 @@
 
 mod chart;
 mod data;
+pub mod reproduction;
 
 use crate::error::{LoopError, Result};
 use crate::fsio;
@@ -42,9 +43,9 @@ pub enum XAxis {
     Auto,
     /// The iteration number.
     Iteration,
-    /// Cumulative tokens generated + judged + trained (`compute.cumulative`).
+    /// Cumulative tokens generated + judged + trained (the `eval` stage excluded).
     Tokens,
-    /// Cumulative wall seconds of the iterations (sum of `compute.wall_s`).
+    /// Cumulative wall seconds of the iterations (sum of `compute.wall_s`, `eval` excluded).
     WallSeconds,
 }
 
@@ -62,8 +63,8 @@ impl XAxis {
 
     fn label(self) -> &'static str {
         match self {
-            Self::Tokens => "cumulative tokens (generated + judged + trained)",
-            Self::WallSeconds => "cumulative wall time (s)",
+            Self::Tokens => "cumulative tokens (generated + judged + trained; eval excluded)",
+            Self::WallSeconds => "cumulative wall time (s; eval excluded)",
             _ => "iteration",
         }
     }
@@ -691,7 +692,7 @@ fn columns<'a>() -> Vec<Column<'a>> {
             Box::new(|i: &Iteration| i.wall_s.map(|w| format!("{w:.1}"))),
         ),
         (
-            "tokens (cumulative)",
+            "tokens (cumulative, eval excluded)",
             Box::new(|i: &Iteration| i.cumulative_tokens.map(|t| format!("{t:.0}"))),
         ),
     ]

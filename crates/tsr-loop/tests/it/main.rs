@@ -7,3 +7,4 @@ mod eval;
 mod hardening;
 mod methods;
 mod report;
+mod reproduction;

@@ -141,9 +141,14 @@ fn hand_run(dir: &Path, iterations: usize) {
                 "dpo": {"reward_margin": 0.1833, "reward_accuracy": 0.75, "final_loss": 0.5632,
                         "steps": 2, "pairs": 16},
                 "dpo_future": null,
-                "compute": {"wall_s": 100.0 * i as f64,
-                            "stages": {"gen-current": {"wall_s": 40.0}, "train": {"wall_s": 60.0}},
-                            "cumulative": {"tokens_generated": 1000 * i, "tokens_judged": 2000 * i,
+                // The eval stage's tokens and seconds are not counted as the method's compute.
+                "compute": {"wall_s": 100.0 * i as f64 + 7.0,
+                            "tokens_generated": 1000 + 100, "tokens_judged": 2000 + 400,
+                            "tokens_trained": 3000,
+                            "stages": {"gen-current": {"wall_s": 40.0}, "train": {"wall_s": 60.0},
+                                       "eval": {"wall_s": 7.0, "tokens_generated": 100,
+                                                "tokens_judged": 400, "tokens_trained": 0}},
+                            "cumulative": {"tokens_generated": 1100 * i, "tokens_judged": 2400 * i,
                                            "tokens_trained": 3000 * i}}
             })
         })
@@ -210,7 +215,7 @@ fn one_real_sr_iteration_skips_what_it_lacks() {
         "{md}"
     );
     for v in [
-        "5.125", "2.500", "2.625", "0.853", "0.183", "0.750", "0.563", "100.0", "6000",
+        "5.125", "2.500", "2.625", "0.853", "0.183", "0.750", "0.563", "107.0", "6000",
     ] {
         assert!(md.contains(v), "{v}\n{md}");
     }
