@@ -117,3 +117,67 @@ fn unknown_gguf_pretokenizer_is_refused_naming_the_opt_in() {
         .unwrap();
     crate::assert_success(&out);
 }
+
+#[test]
+fn train_dpo_never_changes_a_finished_output_folder_unless_asked() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/fixtures/training");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("dpo");
+    std::fs::create_dir_all(out.join("model")).unwrap();
+    std::fs::write(out.join("model/config.json"), "{}").unwrap();
+    std::fs::write(out.join("dpo_config.json"), "SENTINEL").unwrap();
+    let bad = t.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"no chosen\"}\n").unwrap();
+    let model = tiny_model();
+    let args = |pairs: &Path| {
+        vec![
+            "train-dpo".to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--pairs".into(),
+            pairs.display().to_string(),
+            "--config".into(),
+            fixtures.join("dpo.toml").display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--max-steps".into(),
+            "1".into(),
+        ]
+    };
+    let untouched = || {
+        assert_eq!(
+            std::fs::read_to_string(out.join("dpo_config.json")).unwrap(),
+            "SENTINEL"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("model/config.json")).unwrap(),
+            "{}"
+        );
+    };
+    // Bad pairs: an error about the pairs, and the folder as it was.
+    let a = args(&bad);
+    let stderr = failure(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stderr.contains("bad.jsonl"), "{stderr}");
+    untouched();
+    // Good pairs into a finished folder: refused, naming --overwrite.
+    let a = args(&fixtures.join("pairs.jsonl"));
+    let stderr = failure(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        stderr.contains("already holds a trained model") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    untouched();
+    // With --overwrite it trains and replaces the model and the settings.
+    let status = tsr()
+        .args(a.iter().chain([&"--overwrite".to_string()]))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let cfg = std::fs::read_to_string(out.join("dpo_config.json")).unwrap();
+    assert!(cfg.contains("\"beta\""), "{cfg}");
+    assert!(out.join("model/model.safetensors").is_file());
+}

@@ -445,12 +445,18 @@ mod tests {
     fn shipped_example_configs_point_at_files_that_exist() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
         let mut checked = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        let files = std::fs::read_dir(&dir)
+            .unwrap()
+            .chain(std::fs::read_dir(dir.join("reproduction")).unwrap());
+        for entry in files {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|e| e != "toml") {
                 continue;
             }
             let c = tsr_loop::Config::load(&path).unwrap();
+            // The libtorch sections parse and validate too.
+            TorchSettings::from_config(&c, Device::Cpu)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             let eval = c.eval.as_ref().and_then(|e| e.prompts.clone());
             for p in std::iter::once(c.run.prompts.clone()).chain(eval) {
                 assert!(
@@ -462,7 +468,17 @@ mod tests {
             }
             checked += 1;
         }
-        assert!(checked >= 2);
+        assert!(checked >= 6);
+        // The reproduction's configs differ only in the method and its iterations.
+        let repro = |m: &str| {
+            let mut c =
+                tsr_loop::Config::load(&dir.join(format!("reproduction/{m}.toml"))).unwrap();
+            (c.run.method, c.run.iterations) = (tsr_loop::Method::Tsr, 2);
+            format!("{c:?}")
+        };
+        for m in ["sr", "past-only", "future-only"] {
+            assert_eq!(repro(m), repro("tsr"), "reproduction/{m}.toml");
+        }
         let tiny = tsr_loop::Config::load(&dir.join("tiny.toml")).unwrap();
         assert!(tiny.run.prompts.is_file());
     }

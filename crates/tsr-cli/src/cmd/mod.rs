@@ -39,3 +39,93 @@ pub fn read_config_section<T: serde::de::DeserializeOwned + Default>(
         .try_into()
         .with_context(|| format!("{}: invalid {section} configuration", path.display()))
 }
+
+/// The output folder of a training command (`tsr train-dpo`, `tsr sft`), checked before anything
+/// in it changes. The command validates its configuration, reads its data and loads its model
+/// first, then calls this, so a bad input never touches an existing folder.
+///
+/// - A folder with a finished model (`model/`) is refused unless `overwrite` is set: it is a
+///   result, and training again would replace it.
+/// - A folder with an unfinished run of other settings (`config_file` differs, a checkpoint or
+///   metrics exist) is refused too: resuming it would mix two runs.
+/// - With `overwrite`, the previous run's files (`model/`, `checkpoint/`, `ref_cache/`,
+///   `metrics.jsonl`, `config_file`) are removed first.
+///
+/// Then `config_file` is written with `config_json`.
+pub fn prepare_training_output(
+    out: &Path,
+    config_file: &str,
+    config_json: &str,
+    overwrite: bool,
+) -> Result<()> {
+    const PREVIOUS: [&str; 4] = ["model", "checkpoint", "ref_cache", "metrics.jsonl"];
+    let config_path = out.join(config_file);
+    if !overwrite {
+        anyhow::ensure!(
+            !out.join("model").exists(),
+            "{} already holds a trained model (model/); choose another --out, or add \
+             --overwrite to train again and replace it",
+            out.display()
+        );
+        let previous = std::fs::read_to_string(&config_path).ok();
+        let started = out.join("checkpoint").exists() || out.join("metrics.jsonl").exists();
+        anyhow::ensure!(
+            !started || previous.as_deref().is_none_or(|p| p == config_json),
+            "{} holds an unfinished run with other settings ({} differs); rerun with the same \
+             settings to resume it, or add --overwrite to start again",
+            out.display(),
+            config_path.display()
+        );
+    } else {
+        for name in PREVIOUS.iter().copied().chain([config_file]) {
+            let p = out.join(name);
+            let removed = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+            }
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(&config_path, config_json)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare_training_output;
+
+    #[test]
+    fn finished_outputs_are_kept_unless_overwrite_and_resumes_need_the_same_settings() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        // A fresh folder: created, settings written.
+        prepare_training_output(&out, "c.json", "A", false).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("c.json")).unwrap(), "A");
+        // An unfinished run: same settings resume, other settings are refused untouched.
+        std::fs::write(out.join("metrics.jsonl"), "{}\n").unwrap();
+        prepare_training_output(&out, "c.json", "A", false).unwrap();
+        let e = prepare_training_output(&out, "c.json", "B", false).unwrap_err();
+        assert!(e.to_string().contains("other settings"), "{e}");
+        assert_eq!(std::fs::read_to_string(out.join("c.json")).unwrap(), "A");
+        // A finished run is refused, even with the same settings, and nothing changes.
+        std::fs::create_dir_all(out.join("model")).unwrap();
+        std::fs::write(out.join("model/config.json"), "{}").unwrap();
+        let e = prepare_training_output(&out, "c.json", "A", false).unwrap_err();
+        assert!(e.to_string().contains("--overwrite"), "{e}");
+        assert!(out.join("model/config.json").exists());
+        assert!(out.join("metrics.jsonl").exists());
+        // --overwrite clears the previous run's files, keeps others, writes the new settings.
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        prepare_training_output(&out, "c.json", "B", true).unwrap();
+        assert!(!out.join("model").exists() && !out.join("metrics.jsonl").exists());
+        assert_eq!(std::fs::read_to_string(out.join("c.json")).unwrap(), "B");
+        assert!(out.join("notes.txt").exists());
+    }
+}

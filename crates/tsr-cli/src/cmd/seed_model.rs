@@ -1,5 +1,5 @@
-//! `tsr seed-model`: make a judge-tuned seed model `M_0 = SFT(M_b, EFT)` from a base model and
-//! tsr's built-in instructions (`tsr_loop::seed_data`), deterministic from a seed.
+//! `tsr seed-model`: make a judge-tuned seed model `M_0 = SFT(M_b, IFT ∪ EFT)` from a base model
+//! and tsr's built-in instructions (`tsr_loop::seed_data`), deterministic from a seed.
 //!
 //! 1. `n` built-in instructions; a seeded share of their *topics* is held out.
 //! 2. One sampled answer per instruction from the base model (`answers.jsonl`).
@@ -8,9 +8,15 @@
 //!    (`eft-train.jsonl`, the judge prompt as user turn, `Score: k` as assistant turn).
 //! 4. Held-out judge pairs on the held-out topics (`pairs-heldout.jsonl`): own answer vs another
 //!    topic's answer (relevance), own answer vs its first sixth (truncation).
-//! 5. SFT on the EFT examples (`tsr_dpo::train_sft`, loss on the assistant turn only).
-//! 6. Judge accuracy of the base and of the tuned model on the held-out pairs, in `direct` mode
-//!    (`report.json`), and the model saved as a Hugging Face folder with `seed-model.json`.
+//! 5. IFT examples: a second, longer sampled answer of the base model to each training-topic
+//!    instruction, kept when it ended by itself (`ift-train.jsonl`). Without them the model learns
+//!    the judge's `Score: k` as its answer to everything: SFT on EFT alone (recipe 1) made the
+//!    seed model reply `Score: 4` to 9 of tsr's 24 held-out instructions.
+//! 6. SFT on IFT ∪ EFT (`tsr_dpo::train_sft`, loss on the assistant turn only).
+//! 7. Judge accuracy of the base and of the tuned model on the held-out pairs, in `direct` mode,
+//!    and how many of the tuned model's greedy answers to the held-out instructions read like a
+//!    verdict (`Score: ...`) (`report.json`); the model saved as a Hugging Face folder with
+//!    `seed-model.json`.
 //!
 //! The output folder defaults to `tsr_home()/models/smollm2-135m-judge`, which the model name
 //! `smollm2-135m-judge` then loads. A folder whose `seed-model.json` holds the same recipe is
@@ -55,9 +61,14 @@ pub struct Args {
     /// Share of the topics held out for measuring judge accuracy.
     #[arg(long, default_value_t = 0.2)]
     pub holdout: f64,
-    /// Answer length (new tokens) sampled from the base model.
+    /// Answer length (new tokens) sampled from the base model for the judge examples.
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
+    /// Answer length limit of the instruction-following (IFT) examples: answers of the base model
+    /// that end within it are trained on beside the judge examples (0: no IFT examples, the
+    /// judge examples alone, which teaches the model to answer every instruction with a score).
+    #[arg(long, default_value_t = 192)]
+    pub ift_max_new_tokens: usize,
     /// Judge prompt the seed model learns: `short` or `additive`.
     #[arg(long, default_value = "short")]
     pub template: String,
@@ -83,8 +94,8 @@ pub struct Args {
     pub force: bool,
 }
 
-/// Bumped whenever the recipe changes what is built from the same arguments.
-const RECIPE: u32 = 1;
+/// Bumped whenever the recipe changes what is built from the same arguments (2: IFT examples).
+const RECIPE: u32 = 2;
 
 #[derive(Serialize)]
 struct Manifest {
@@ -127,7 +138,20 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let work = out.with_extension("work");
+    // The work files (answers, SFT checkpoints) resume an interrupted build of the same recipe
+    // only: another recipe or other arguments start from scratch.
+    let work_manifest = work.join("seed-model.json");
+    let wanted = serde_json::to_string_pretty(&manifest)?;
+    if work.exists() && std::fs::read_to_string(&work_manifest).ok().as_deref() != Some(&wanted) {
+        eprintln!(
+            "tsr seed-model: {} holds work of another recipe or other arguments: removing it",
+            work.display()
+        );
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::write(&work_manifest, &wanted)
+        .with_context(|| format!("writing {}", work_manifest.display()))?;
     let device = parse_device(&args.device)?;
     let opts = LoadOptions {
         device,
@@ -205,12 +229,48 @@ pub fn run(args: Args) -> Result<()> {
         pairs.len()
     );
 
-    // 6a. The base model as a judge.
+    // 5. IFT examples: longer answers of the base model to the training-topic instructions.
+    let train_instructions: Vec<tsr_loop::PromptRecord> = instructions
+        .iter()
+        .zip(&topics)
+        .filter(|(_, t)| !heldout_topics.contains(t.as_str()))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let ift = if args.ift_max_new_tokens > 0 {
+        ift_answers(
+            &base,
+            &train_instructions,
+            &args,
+            &work.join("ift-train.jsonl"),
+        )?
+    } else {
+        Vec::new()
+    };
+    eprintln!(
+        "tsr seed-model: {} IFT examples (answers that ended within {} tokens, of {})",
+        ift.len(),
+        args.ift_max_new_tokens,
+        train_instructions.len()
+    );
+
+    // 7a. The base model as a judge.
     let before = judge_accuracy(&base, &template, &pairs)?;
     drop(base);
 
-    // 5. SFT.
+    // 6. SFT on IFT ∪ EFT.
     let mut model = load(&args.base, &opts)?;
+    let ift_examples = ift.iter().map(|a| {
+        SftExample::messages(vec![
+            Message {
+                role: "user".into(),
+                content: a.prompt.clone(),
+            },
+            Message {
+                role: "assistant".into(),
+                content: a.text.clone(),
+            },
+        ])
+    });
     let examples: Vec<SftExample> = split
         .train
         .iter()
@@ -225,6 +285,7 @@ pub fn run(args: Args) -> Result<()> {
                     .collect(),
             )
         })
+        .chain(ift_examples)
         .collect();
     let cfg = SftConfig {
         learning_rate: args.learning_rate,
@@ -254,12 +315,28 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
 
-    // 6b. The tuned model as a judge, then save.
+    // 7b. The tuned model as a judge and as an assistant, then save.
     let after = judge_accuracy(&model, &template, &pairs)?;
+    let heldout_instructions: Vec<&tsr_loop::PromptRecord> = instructions
+        .iter()
+        .zip(&topics)
+        .filter(|(_, t)| heldout_topics.contains(t.as_str()))
+        .map(|(p, _)| p)
+        .collect();
+    let verdict_like = verdict_like_answers(&model, &heldout_instructions)?;
+    eprintln!(
+        "tsr seed-model: {verdict_like} of {} greedy answers to held-out instructions read like \
+         a verdict (`Score: ...`)",
+        heldout_instructions.len()
+    );
     let summary = json!({
         "base": args.base,
         "template": template.origin(),
         "eft_examples": split.train.len(),
+        "ift_examples": ift.len(),
+        "ift_candidates": train_instructions.len(),
+        "verdict_like_answers": {"heldout_instructions": heldout_instructions.len(),
+                                 "count": verdict_like},
         "heldout_pairs": pairs.len(),
         "sft": {"steps": report.summary.steps, "last": report.summary.last},
         "judge_accuracy_direct": {"base": accuracy_json(&before), "tuned": accuracy_json(&after)},
@@ -341,6 +418,106 @@ fn answers(
     Ok(answers.into_iter().map(|a| a.text).collect())
 }
 
+/// An IFT example: an instruction and an answer of the base model that ended by itself.
+#[derive(Serialize, Deserialize)]
+struct IftAnswer {
+    id: String,
+    prompt: String,
+    text: String,
+}
+
+/// One sampled answer per instruction (T = 0.7, top_p = 0.9, `--ift-max-new-tokens`), kept when
+/// it ended with EOS (a cut answer would teach the model to stop mid-sentence); cached in `path`.
+fn ift_answers(
+    base: &Loaded,
+    instructions: &[tsr_loop::PromptRecord],
+    args: &Args,
+    path: &Path,
+) -> Result<Vec<IftAnswer>> {
+    let done = path.with_extension("jsonl.done");
+    if done.exists() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return text
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("reading {}", path.display())))
+            .collect();
+    }
+    let requests: Vec<GenRequest> = instructions
+        .iter()
+        .map(|p| GenRequest {
+            prompt: Prompt::user(p.prompt.clone()),
+            n: 1,
+            seed: tsr_loop::derive_seed(args.seed, &["seed-model-ift", &p.id]),
+        })
+        .collect();
+    let params = SamplingParams {
+        max_new_tokens: args.ift_max_new_tokens,
+        ..SamplingParams::default()
+    };
+    eprintln!(
+        "tsr seed-model: sampling {} instruction-following answers from {} (up to {} tokens)",
+        requests.len(),
+        args.base,
+        args.ift_max_new_tokens
+    );
+    let mut sampler =
+        Sampler::new(&base.model, &base.tokenizer).with_generation_config(&base.generation);
+    let out = sampler
+        .generate(&requests, &params)
+        .map_err(|e| anyhow::Error::from_boxed(e).context("sampling IFT answers"))?;
+    let answers: Vec<IftAnswer> = instructions
+        .iter()
+        .zip(out)
+        .filter_map(|(p, mut c)| {
+            let c = c.remove(0);
+            let text = c.text.trim();
+            (c.finish_reason == tsr_judge::FinishReason::Eos && !text.is_empty()).then(|| {
+                IftAnswer {
+                    id: p.id.clone(),
+                    prompt: p.prompt.clone(),
+                    text: text.to_string(),
+                }
+            })
+        })
+        .collect();
+    write_jsonl(path, &answers)?;
+    std::fs::write(&done, "").with_context(|| format!("writing {}", done.display()))?;
+    Ok(answers)
+}
+
+/// How many greedy answers (48 new tokens) of `model` to `instructions` start like a judge's
+/// verdict (`Score:`), i.e. the model answers an instruction as if asked to grade it.
+fn verdict_like_answers(model: &Loaded, instructions: &[&tsr_loop::PromptRecord]) -> Result<usize> {
+    let requests: Vec<GenRequest> = instructions
+        .iter()
+        .map(|p| GenRequest {
+            prompt: Prompt::user(p.prompt.clone()),
+            n: 1,
+            seed: 0,
+        })
+        .collect();
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 48,
+        ..SamplingParams::default()
+    };
+    let mut sampler =
+        Sampler::new(&model.model, &model.tokenizer).with_generation_config(&model.generation);
+    let out = sampler
+        .generate(&requests, &params)
+        .map_err(|e| anyhow::Error::from_boxed(e).context("sampling held-out answers"))?;
+    Ok(out
+        .iter()
+        .filter(|c| looks_like_verdict(&c[0].text))
+        .count())
+}
+
+/// An answer that starts with a `Score:` line (any case, leading whitespace ignored).
+fn looks_like_verdict(text: &str) -> bool {
+    text.trim_start().to_ascii_lowercase().starts_with("score:")
+}
+
 /// Direct-mode judge accuracy of `model` on `pairs`.
 fn judge_accuracy(
     model: &Loaded,
@@ -379,4 +556,17 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_verdict;
+
+    #[test]
+    fn verdict_like_answers_are_told_from_answers() {
+        assert!(looks_like_verdict("Score: 4"));
+        assert!(looks_like_verdict("  score: 2\nGood."));
+        assert!(!looks_like_verdict("The score: 4 goals were scored."));
+        assert!(!looks_like_verdict("Tides come from the moon."));
+    }
 }

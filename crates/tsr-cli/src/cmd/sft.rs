@@ -3,7 +3,9 @@
 //! Writes into `--out`: `model/`, the trained model as a Hugging Face directory, `metrics.jsonl`
 //! (one line per optimizer step, TRL's SFT metric names), `sft_config.json` (the resolved
 //! configuration) and, with `checkpoint_every > 0` (the default is 50), `checkpoint/`; a run
-//! started again with the same arguments resumes from that checkpoint.
+//! started again with the same arguments resumes from that checkpoint. A folder that already holds
+//! a trained model is refused unless `--overwrite` is given (see
+//! [`super::prepare_training_output`]); bad input is reported before the folder changes.
 //!
 //! `--config` is a TOML file with the fields of `tsr_dpo::SftConfig`, either at top level or in
 //! an `[sft]` table.
@@ -39,6 +41,10 @@ pub struct Args {
     /// Override `seed` of the configuration.
     #[arg(long)]
     seed: Option<u64>,
+    /// Train again into an --out folder that already holds a trained model (or an unfinished run
+    /// of other settings), replacing it.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,16 +61,17 @@ pub fn run(args: Args) -> Result<()> {
         device,
         kind: Kind::Float,
     };
+    // Everything that can fail on bad input comes before the output folder changes.
+    let examples = tsr_dpo::read_examples(&args.data)?;
     let mut loaded = tsr_model::load(&args.model, &opts)
         .with_context(|| format!("loading model {}", args.model))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("sft_config.json"),
-        serde_json::to_string_pretty(&cfg)?,
+    super::prepare_training_output(
+        &args.out,
+        "sft_config.json",
+        &serde_json::to_string_pretty(&cfg)?,
+        args.overwrite,
     )?;
 
-    let examples = tsr_dpo::read_examples(&args.data)?;
     eprintln!(
         "sft: {} examples from {}, model {}",
         examples.len(),

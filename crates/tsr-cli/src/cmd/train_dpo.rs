@@ -4,7 +4,9 @@
 //! `model.safetensors`, tokenizer files, `generation_config.json`), `metrics.jsonl` (one line per
 //! optimizer step, TRL's metric names), `dpo_config.json` (the resolved configuration),
 //! `ref_cache/` (reference log-probs) and, with `checkpoint_every > 0`, `checkpoint/`; a run
-//! started again with the same arguments resumes from that checkpoint.
+//! started again with the same arguments resumes from that checkpoint. A folder that already holds
+//! a trained model is refused unless `--overwrite` is given (see
+//! [`super::prepare_training_output`]); bad input is reported before the folder changes.
 //!
 //! `--config` is a TOML file with the fields of `tsr_dpo::DpoConfig`, either at top level or in
 //! a `[dpo]` table.
@@ -40,6 +42,10 @@ pub struct Args {
     /// Override `seed` of the configuration.
     #[arg(long)]
     seed: Option<u64>,
+    /// Train again into an --out folder that already holds a trained model (or an unfinished run
+    /// of other settings), replacing it.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -56,16 +62,17 @@ pub fn run(args: Args) -> Result<()> {
         device,
         kind: Kind::Float,
     };
+    // Everything that can fail on bad input comes before the output folder changes.
+    let pairs = tsr_dpo::read_pairs(&args.pairs)?;
     let mut loaded = tsr_model::load(&args.model, &opts)
         .with_context(|| format!("loading model {}", args.model))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("dpo_config.json"),
-        serde_json::to_string_pretty(&cfg)?,
+    super::prepare_training_output(
+        &args.out,
+        "dpo_config.json",
+        &serde_json::to_string_pretty(&cfg)?,
+        args.overwrite,
     )?;
 
-    let pairs = tsr_dpo::read_pairs(&args.pairs)?;
     eprintln!(
         "train-dpo: {} pairs from {}, model {}",
         pairs.len(),
