@@ -102,6 +102,9 @@ struct EvalPrompt {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Answer {
     id: String,
+    /// Written for the reader; the comparison takes the instruction from the prompt set, so
+    /// answer files without it (the loop's `eval/answers-*.jsonl`) are read too.
+    #[serde(default)]
     prompt: String,
     response: String,
     #[serde(default)]
@@ -319,7 +322,7 @@ fn read_answers(path: &Path) -> Result<Vec<Answer>> {
         .map(|(i, l)| {
             serde_json::from_str(l).with_context(|| {
                 format!(
-                    "{} line {}: expected {{\"id\", \"prompt\", \"response\"}}",
+                    "{} line {}: expected {{\"id\", \"response\"}} (\"prompt\" optional)",
                     path.display(),
                     i + 1
                 )
@@ -738,6 +741,33 @@ fn alpaca(args: AlpacaArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_files_of_the_loop_without_prompts_are_read() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("a.jsonl");
+        // A loop eval line (no "prompt") and a `tsr eval` line (with one).
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"iteration\":2,\"response\":\"x\",\"tokens\":1}\n\
+             {\"id\":\"b\",\"prompt\":\"q\",\"response\":\"y\"}\n",
+        )
+        .unwrap();
+        let rows = read_answers(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].id.as_str(), rows[0].response.as_str()), ("a", "x"));
+        assert_eq!(
+            (rows[1].prompt.as_str(), rows[1].response.as_str()),
+            ("q", "y")
+        );
+        // A line without a response names the file and line.
+        std::fs::write(&path, "{\"id\":\"a\"}\n").unwrap();
+        let e = format!("{:#}", read_answers(&path).unwrap_err());
+        assert!(
+            e.contains("a.jsonl line 1") && e.contains("response"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn folder_identity_hashes_names_and_contents() {
