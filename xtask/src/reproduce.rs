@@ -390,8 +390,9 @@ fn intro(
          DPO on the kept pairs). After every iteration the new model answers tsr's 24 built-in \
          held-out instructions greedily and a fixed judge that is not the policy (`{judge}`) \
          compares it with `M_0` in both orders; the final models meet head to head under the same \
-         judge. The whole command took {minutes:.0} minutes on {cores} CPU cores (resumed steps \
-         count only the time of this invocation). The charts draw seed 0's runs, one line per \
+         judge. This invocation took {minutes:.0} minutes on {cores} CPU cores (steps already done \
+         are skipped, not timed; each run's own wall seconds are in the tables, and they vary with \
+         the machine's other load). The charts draw seed 0's runs, one line per \
          method; the tables give means and spread over all seeds.\n\n\
          Rerun it with `cargo xtask reproduce`; `--scale N`, `--seeds N`, `--model`, `--judge`, \
          `--device cuda` and `--configs DIR` scale it up (see [scaling.md](scaling.md)).\n",
