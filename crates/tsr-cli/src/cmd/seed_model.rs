@@ -384,38 +384,58 @@ fn answers(
             return Ok(cached.into_iter().map(|a| a.text).collect());
         }
     }
+    eprintln!(
+        "tsr seed-model: sampling {} answers from {}",
+        instructions.len(),
+        args.base
+    );
+    let out = sample_one_each(
+        base,
+        instructions,
+        args.seed,
+        "seed-model",
+        args.max_new_tokens,
+    )
+    .context("sampling answers")?;
+    let answers: Vec<Answer> = instructions
+        .iter()
+        .zip(out)
+        .map(|(p, c)| Answer {
+            id: p.id.clone(),
+            text: c.text,
+        })
+        .collect();
+    write_jsonl(path, &answers)?;
+    Ok(answers.into_iter().map(|a| a.text).collect())
+}
+
+/// One sampled answer per instruction from the base model (T = 0.7, top_p = 0.9), each seeded
+/// from `seed`, `tag` and the instruction's id.
+fn sample_one_each(
+    base: &Loaded,
+    instructions: &[tsr_loop::PromptRecord],
+    seed: u64,
+    tag: &str,
+    max_new_tokens: usize,
+) -> Result<Vec<tsr_judge::Completion>> {
     let requests: Vec<GenRequest> = instructions
         .iter()
         .map(|p| GenRequest {
             prompt: Prompt::user(p.prompt.clone()),
             n: 1,
-            seed: tsr_loop::derive_seed(args.seed, &["seed-model", &p.id]),
+            seed: tsr_loop::derive_seed(seed, &[tag, &p.id]),
         })
         .collect();
     let params = SamplingParams {
-        max_new_tokens: args.max_new_tokens,
+        max_new_tokens,
         ..SamplingParams::default()
     };
-    eprintln!(
-        "tsr seed-model: sampling {} answers from {}",
-        requests.len(),
-        args.base
-    );
     let mut sampler =
         Sampler::new(&base.model, &base.tokenizer).with_generation_config(&base.generation);
     let out = sampler
         .generate(&requests, &params)
-        .map_err(|e| anyhow::Error::from_boxed(e).context("sampling answers"))?;
-    let answers: Vec<Answer> = instructions
-        .iter()
-        .zip(out)
-        .map(|(p, mut c)| Answer {
-            id: p.id.clone(),
-            text: c.remove(0).text,
-        })
-        .collect();
-    write_jsonl(path, &answers)?;
-    Ok(answers.into_iter().map(|a| a.text).collect())
+        .map_err(anyhow::Error::from_boxed)?;
+    Ok(out.into_iter().map(|mut c| c.remove(0)).collect())
 }
 
 /// An IFT example: an instruction and an answer of the base model that ended by itself.
@@ -443,34 +463,24 @@ fn ift_answers(
             .map(|l| serde_json::from_str(l).with_context(|| format!("reading {}", path.display())))
             .collect();
     }
-    let requests: Vec<GenRequest> = instructions
-        .iter()
-        .map(|p| GenRequest {
-            prompt: Prompt::user(p.prompt.clone()),
-            n: 1,
-            seed: tsr_loop::derive_seed(args.seed, &["seed-model-ift", &p.id]),
-        })
-        .collect();
-    let params = SamplingParams {
-        max_new_tokens: args.ift_max_new_tokens,
-        ..SamplingParams::default()
-    };
     eprintln!(
         "tsr seed-model: sampling {} instruction-following answers from {} (up to {} tokens)",
-        requests.len(),
+        instructions.len(),
         args.base,
         args.ift_max_new_tokens
     );
-    let mut sampler =
-        Sampler::new(&base.model, &base.tokenizer).with_generation_config(&base.generation);
-    let out = sampler
-        .generate(&requests, &params)
-        .map_err(|e| anyhow::Error::from_boxed(e).context("sampling IFT answers"))?;
+    let out = sample_one_each(
+        base,
+        instructions,
+        args.seed,
+        "seed-model-ift",
+        args.ift_max_new_tokens,
+    )
+    .context("sampling IFT answers")?;
     let answers: Vec<IftAnswer> = instructions
         .iter()
         .zip(out)
-        .filter_map(|(p, mut c)| {
-            let c = c.remove(0);
+        .filter_map(|(p, c)| {
             let text = c.text.trim();
             (c.finish_reason == tsr_judge::FinishReason::Eos && !text.is_empty()).then(|| {
                 IftAnswer {
