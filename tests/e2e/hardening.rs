@@ -181,3 +181,98 @@ fn train_dpo_never_changes_a_finished_output_folder_unless_asked() {
     assert!(cfg.contains("\"beta\""), "{cfg}");
     assert!(out.join("model/model.safetensors").is_file());
 }
+
+#[test]
+fn shapes_that_cannot_fit_in_memory_are_refused_before_they_start() {
+    let model = tiny_model();
+    let model = model.to_str().unwrap();
+    // A billion samples: their results alone need terabytes; refused at once, naming the parts.
+    let stderr = failure(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "hi",
+        "--n",
+        "1000000000",
+        "--max-new-tokens",
+        "200",
+    ]);
+    assert!(
+        stderr.contains("holding 1000000000 generated sequences")
+            && stderr.contains("but the memory limit is")
+            && stderr.contains("max_new_tokens"),
+        "{stderr}"
+    );
+    // One chunk of rows whose KV cache exceeds an explicit --memory-limit.
+    let stderr = failure(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "hi",
+        "--n",
+        "4096",
+        "--max-batch",
+        "4096",
+        "--max-new-tokens",
+        "200",
+        "--memory-limit",
+        "64MiB",
+    ]);
+    assert!(
+        stderr.contains("chunk of 4096 sequences")
+            && stderr.contains("KV cache")
+            && stderr.contains("memory limit is 64.0 MiB")
+            && stderr.contains("--max-batch"),
+        "{stderr}"
+    );
+    // The same job in smaller chunks fits under the same limit.
+    let out = tsr()
+        .args([
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "hi",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--memory-limit",
+            "64MiB",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Training: the weights with their Adam state exceed a tiny limit.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/fixtures/training");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("dpo");
+    let stderr = failure(&[
+        "train-dpo",
+        "--model",
+        model,
+        "--pairs",
+        fixtures.join("pairs.jsonl").to_str().unwrap(),
+        "--config",
+        fixtures.join("dpo.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--memory-limit",
+        "100KiB",
+    ]);
+    assert!(
+        stderr.contains("a training step on")
+            && stderr.contains("Adam state")
+            && stderr.contains("batch_size"),
+        "{stderr}"
+    );
+    // A bad size is a clear argument error.
+    let stderr = failure(&["doctor", "--memory-limit", "lots"]);
+    assert!(stderr.contains("is not a size"), "{stderr}");
+}

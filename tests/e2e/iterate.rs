@@ -85,3 +85,26 @@ fn iterate_reports_bad_configuration_and_creates_nothing() {
         assert!(!run.exists(), "{extra}: a run folder was created");
     }
 }
+
+#[test]
+fn a_run_folder_given_as_a_bare_relative_name_works() {
+    // `--run-dir run` has the empty path as its parent; syncing that used to fail with
+    // "error: : No such file or directory".
+    let t = tempfile::tempdir().unwrap();
+    let cfg = write_run(t.path(), "");
+    let out = tsr()
+        .current_dir(t.path())
+        .args(["iterate", "--fake-backend", "--config"])
+        .arg(&cfg)
+        .args(["--run-dir", "run"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(t.path().join("run/summary.json").is_file());
+    let out = tsr()
+        .current_dir(t.path())
+        .args(["iterate", "--fake-backend", "--resume", "run"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+}

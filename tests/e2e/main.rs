@@ -3,6 +3,7 @@
 mod doctor;
 mod eft;
 mod eval;
+mod faults;
 mod generate;
 mod hardening;
 mod iterate;

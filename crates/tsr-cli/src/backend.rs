@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use tsr_dpo::data::{Message, PairCompletion, PairPrompt};
-use tsr_dpo::{DpoConfig, PreferencePair};
+use tsr_dpo::{DpoConfig, PreferencePair, SampledPair};
 use tsr_judge::{
     ChatMessage, Completion, GenRequest, Generator, Judge, JudgeConfig, JudgeItem, JudgeSettings,
     LlmJudge, SamplingParams, Verdict,
@@ -180,19 +180,49 @@ impl TorchBackend {
         let mut cfg = self.settings.dpo.clone();
         cfg.seed = seed;
         let checked = cfg.validate()?;
-        let data: Vec<PreferencePair> = pairs
+        let chat = |p: &TrainPair| {
+            PairPrompt::Chat(vec![Message {
+                role: "user".into(),
+                content: p.prompt.clone(),
+            }])
+        };
+        // Train on the token ids that were sampled (EOS only where the model wrote it). Pairs
+        // without ids (an engine that returns only text) are trained on their text, tokenized
+        // as `tsr train-dpo` does.
+        let sampled = pairs
             .iter()
-            .map(|p| PreferencePair {
-                prompt: PairPrompt::Chat(vec![Message {
-                    role: "user".into(),
-                    content: p.prompt.clone(),
-                }]),
-                chosen: PairCompletion::Text(p.chosen.clone()),
-                rejected: PairCompletion::Text(p.rejected.clone()),
-            })
-            .collect();
-        let (tokenized, _) =
-            tsr_dpo::tokenize_pairs(&loaded.tokenizer, &data, cfg.max_length, cfg.truncation)?;
+            .all(|p| !p.chosen_token_ids.is_empty() && !p.rejected_token_ids.is_empty());
+        let (tokenized, dropped, truncated) = if sampled {
+            let data: Vec<SampledPair> = pairs
+                .iter()
+                .map(|p| SampledPair {
+                    prompt: chat(p),
+                    chosen_ids: p.chosen_token_ids.clone(),
+                    rejected_ids: p.rejected_token_ids.clone(),
+                })
+                .collect();
+            let truncated = tsr_dpo::count_unended(&data, loaded.tokenizer.eos_ids());
+            let (t, d) = tsr_dpo::tokenize_sampled_pairs(
+                &loaded.tokenizer,
+                &data,
+                cfg.max_length,
+                cfg.truncation,
+            )?;
+            (t, d, Some(truncated))
+        } else {
+            tracing::warn!("pairs without sampled token ids: training on their re-tokenized text");
+            let data: Vec<PreferencePair> = pairs
+                .iter()
+                .map(|p| PreferencePair {
+                    prompt: chat(p),
+                    chosen: PairCompletion::Text(p.chosen.clone()),
+                    rejected: PairCompletion::Text(p.rejected.clone()),
+                })
+                .collect();
+            let (t, d) =
+                tsr_dpo::tokenize_pairs(&loaded.tokenizer, &data, cfg.max_length, cfg.truncation)?;
+            (t, d, None)
+        };
         let pass_tokens: u64 = tokenized
             .iter()
             .map(|t| (t.chosen.ids.len() + t.rejected.ids.len()) as u64)
@@ -202,10 +232,12 @@ impl TorchBackend {
         // resumes from its last checkpoint when the loop retries the stage.
         let work = out_dir.with_extension("dpo-work");
         let mut steps: Vec<tsr_dpo::StepMetrics> = Vec::new();
-        let report = tsr_dpo::train_dpo(
+        let pad_id = loaded.tokenizer.pad_id();
+        let report = tsr_dpo::train_dpo_tokenized(
             &mut loaded.model,
-            &loaded.tokenizer,
-            &data,
+            pad_id,
+            tokenized,
+            dropped,
             &checked,
             &work,
             |m, total| {
@@ -252,6 +284,8 @@ impl TorchBackend {
             reward_margin: TrainReport::last_epoch_mean(&steps_log, "rewards/margins"),
             reward_accuracy: TrainReport::last_epoch_mean(&steps_log, "rewards/accuracies"),
             final_loss: report.summary.last.as_ref().map(|l| l.loss),
+            sampled_ids: sampled,
+            truncated_completions: truncated,
             steps_log,
         })
     }

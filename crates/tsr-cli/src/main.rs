@@ -17,6 +17,11 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `tsr_loop=debug`. `TSR_LOG` also works.
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Most memory a job may plan to use (e.g. `8GiB`, `512MiB`). Batch and sample shapes whose
+    /// estimated memory exceeds it are refused before they start. Default: the memory available
+    /// when the job starts (host memory; CUDA device memory is not checked).
+    #[arg(long, global = true, value_parser = parse_memory_limit, value_name = "SIZE")]
+    memory_limit: Option<u64>,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -52,9 +57,14 @@ enum Command {
     Report(cmd::report::Args),
 }
 
+fn parse_memory_limit(s: &str) -> Result<u64, String> {
+    tsr_model::memory::parse_size(s)
+}
+
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.log.as_deref());
+    tsr_model::memory::set_limit(cli.memory_limit);
     let result = match cli.cmd {
         Command::Doctor(a) => cmd::doctor::run(a),
         Command::Logprobs(a) => cmd::logprobs::run(a),

@@ -349,22 +349,111 @@ pub fn tokenize_pairs<T: PairTokenizer + ?Sized>(
         let (prompt_ids, prompt_text) = prompt_ids(tok, &pair.prompt)?;
         let chosen = completion_ids(tok, &pair.prompt, &pair.chosen, prompt_text.as_deref())?;
         let rejected = completion_ids(tok, &pair.prompt, &pair.rejected, prompt_text.as_deref())?;
-        if truncation == Truncation::KeepStart && prompt_ids.len() >= max_length {
-            dropped.push(index);
-            continue;
+        match truncate_pair(index, &prompt_ids, &chosen, &rejected, max_length, truncation) {
+            Some(t) => kept.push(t),
+            None => dropped.push(index),
         }
-        let chosen = TokenizedSeq::truncate(&prompt_ids, &chosen, max_length, truncation);
-        let rejected = TokenizedSeq::truncate(&prompt_ids, &rejected, max_length, truncation);
-        if chosen.completion_len() == 0 || rejected.completion_len() == 0 {
-            dropped.push(index);
-            continue;
-        }
-        kept.push(TokenizedPair {
-            index,
-            chosen,
-            rejected,
-        });
     }
+    warn_dropped(&dropped, max_length);
+    Ok((kept, dropped))
+}
+
+/// A preference pair whose completions are token ids as a model sampled them (for example the
+/// answers of a self-rewarding iteration), not text to re-tokenize.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampledPair {
+    /// The shared prompt, tokenized as in [`tokenize_pairs`] (for chat messages: the template
+    /// with the generation prompt, which is what the sampler saw).
+    pub prompt: PairPrompt,
+    /// The preferred completion's sampled ids, used verbatim: they end with an EOS id only if
+    /// the model generated one (an answer cut by the length limit gets none appended).
+    pub chosen_ids: Vec<u32>,
+    /// The dispreferred completion's sampled ids, used verbatim.
+    pub rejected_ids: Vec<u32>,
+}
+
+/// Tokenizes the prompts of sampled pairs and joins them to the sampled completion ids, with
+/// the same truncation and dropping rules as [`tokenize_pairs`]. Training on the ids that were
+/// sampled, rather than on their decoded text tokenized again, scores exactly the tokens the
+/// model produced (decoding and re-encoding can merge or split pieces differently) and never
+/// adds an end-of-sequence the model did not write. A pair with an empty completion is an
+/// error (nothing to score).
+pub fn tokenize_sampled_pairs<T: PairTokenizer + ?Sized>(
+    tok: &T,
+    pairs: &[SampledPair],
+    max_length: usize,
+    truncation: Truncation,
+) -> Result<(Vec<TokenizedPair>, Vec<usize>)> {
+    let mut kept = Vec::with_capacity(pairs.len());
+    let mut dropped = Vec::new();
+    for (index, pair) in pairs.iter().enumerate() {
+        let bad = |reason: &str| DpoError::Data {
+            path: PathBuf::from("<memory>"),
+            line: index + 1,
+            reason: reason.to_string(),
+        };
+        if pair.chosen_ids.is_empty() || pair.rejected_ids.is_empty() {
+            return Err(bad("a sampled completion has no token ids"));
+        }
+        if let PairPrompt::Chat(m) = &pair.prompt {
+            if m.is_empty() {
+                return Err(bad("prompt: empty message list"));
+            }
+        }
+        let (prompt_ids, _) = prompt_ids(tok, &pair.prompt)?;
+        match truncate_pair(
+            index,
+            &prompt_ids,
+            &pair.chosen_ids,
+            &pair.rejected_ids,
+            max_length,
+            truncation,
+        ) {
+            Some(t) => kept.push(t),
+            None => dropped.push(index),
+        }
+    }
+    warn_dropped(&dropped, max_length);
+    Ok((kept, dropped))
+}
+
+/// Number of completions (chosen and rejected counted apart) among `pairs` whose sampled ids do
+/// not end with one of `eos_ids`: answers the length limit (or a stop string) cut before the
+/// model ended them.
+pub fn count_unended(pairs: &[SampledPair], eos_ids: &[u32]) -> usize {
+    pairs
+        .iter()
+        .flat_map(|p| [&p.chosen_ids, &p.rejected_ids])
+        .filter(|ids| ids.last().is_none_or(|l| !eos_ids.contains(l)))
+        .count()
+}
+
+/// The pair `index` cut to `max_length`, or `None` when truncation leaves a side without a
+/// completion token (or, keeping the start, when the prompt alone fills `max_length`).
+fn truncate_pair(
+    index: usize,
+    prompt_ids: &[u32],
+    chosen: &[u32],
+    rejected: &[u32],
+    max_length: usize,
+    truncation: Truncation,
+) -> Option<TokenizedPair> {
+    if truncation == Truncation::KeepStart && prompt_ids.len() >= max_length {
+        return None;
+    }
+    let chosen = TokenizedSeq::truncate(prompt_ids, chosen, max_length, truncation);
+    let rejected = TokenizedSeq::truncate(prompt_ids, rejected, max_length, truncation);
+    if chosen.completion_len() == 0 || rejected.completion_len() == 0 {
+        return None;
+    }
+    Some(TokenizedPair {
+        index,
+        chosen,
+        rejected,
+    })
+}
+
+fn warn_dropped(dropped: &[usize], max_length: usize) {
     if !dropped.is_empty() {
         tracing::warn!(
             dropped = dropped.len(),
@@ -372,7 +461,6 @@ pub fn tokenize_pairs<T: PairTokenizer + ?Sized>(
             "pairs dropped: prompt fills max_length"
         );
     }
-    Ok((kept, dropped))
 }
 
 /// A padded batch of pairs: rows `0..B` are the chosen sequences, rows `B..2B` the rejected ones,
@@ -595,6 +683,51 @@ pub(crate) mod tests {
             &tp[0].rejected.ids[prompt.len()..],
             ByteTok.encode_ids("no<eos>\n", false).unwrap().as_slice()
         );
+    }
+
+    #[test]
+    fn sampled_ids_are_trained_verbatim_without_an_added_eos() {
+        let prompt = PairPrompt::Chat(vec![Message {
+            role: "user".into(),
+            content: "q".into(),
+        }]);
+        // Chosen ended with EOS (2); rejected was cut by the length limit: no EOS, none added.
+        // The ids are not what tokenizing their text would give (one id per byte + 3).
+        let pairs = vec![SampledPair {
+            prompt: prompt.clone(),
+            chosen_ids: vec![500, 501, 2],
+            rejected_ids: vec![600, 601, 602],
+        }];
+        let (tp, dropped) =
+            tokenize_sampled_pairs(&ByteTok, &pairs, 100, Truncation::KeepStart).unwrap();
+        assert!(dropped.is_empty());
+        let p = ByteTok
+            .encode_ids("[user]q<eos>\n[assistant]", false)
+            .unwrap();
+        assert_eq!(tp[0].chosen.prompt_len, p.len());
+        assert_eq!(&tp[0].chosen.ids[..p.len()], p.as_slice());
+        assert_eq!(&tp[0].chosen.ids[p.len()..], &[500, 501, 2]);
+        assert_eq!(&tp[0].rejected.ids[p.len()..], &[600, 601, 602]);
+        assert_eq!(count_unended(&pairs, &[2]), 1);
+        assert_eq!(count_unended(&pairs, &[7]), 2);
+        // Same truncation rule as text pairs: keep-start cuts the completion's end.
+        let (tp, _) =
+            tokenize_sampled_pairs(&ByteTok, &pairs, p.len() + 2, Truncation::KeepStart).unwrap();
+        assert_eq!(&tp[0].chosen.ids[p.len()..], &[500, 501]);
+        // A prompt that fills max_length drops the pair; an empty side is an error.
+        let (tp, dropped) =
+            tokenize_sampled_pairs(&ByteTok, &pairs, p.len(), Truncation::KeepStart).unwrap();
+        assert!(tp.is_empty());
+        assert_eq!(dropped, vec![0]);
+        let empty = vec![SampledPair {
+            prompt,
+            chosen_ids: vec![],
+            rejected_ids: vec![9],
+        }];
+        let err = tokenize_sampled_pairs(&ByteTok, &empty, 100, Truncation::KeepStart)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no token ids"), "{err}");
     }
 
     #[test]

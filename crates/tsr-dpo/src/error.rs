@@ -35,6 +35,9 @@ pub enum DpoError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The batch would not fit in memory (see [`tsr_model::memory`]).
+    #[error(transparent)]
+    Memory(#[from] tsr_model::memory::MemoryLimitError),
     /// Tensor shapes or kinds that do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),

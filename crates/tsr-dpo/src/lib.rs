@@ -100,13 +100,16 @@ pub mod trainer;
 
 pub use config::{DpoConfig, LrSchedule, TrainConfig};
 pub use data::{
-    read_pairs, tokenize_pairs, PairTokenizer, PreferencePair, TokenizedPair, Truncation,
+    count_unended, read_pairs, tokenize_pairs, tokenize_sampled_pairs, PairTokenizer,
+    PreferencePair, SampledPair, TokenizedPair, Truncation,
 };
 pub use error::{DpoError, Result};
 pub use logprobs::{completion_logps_naive, ChunkedLogProbs, ScoredPositions};
 pub use loss::{dpo_loss, DpoLoss, LossParams, LossStats, LossType, PairLogps};
 pub use optim::AdamW;
-pub use pipeline::{save_model, train_dpo, train_dpo_jsonl, RunFiles, TrainReport};
+pub use pipeline::{
+    save_model, train_dpo, train_dpo_jsonl, train_dpo_tokenized, RunFiles, TrainReport,
+};
 pub use reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,
     ReferenceLogps,

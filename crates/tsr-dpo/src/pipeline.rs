@@ -61,10 +61,34 @@ pub fn train_dpo(
     progress: impl FnMut(&StepMetrics, u64),
 ) -> Result<TrainReport> {
     let c = cfg.get();
+    let (tokenized, dropped) = tokenize_pairs(tokenizer, pairs, c.max_length, c.truncation)?;
+    train_dpo_tokenized(
+        model,
+        tokenizer.pad_id(),
+        tokenized,
+        dropped,
+        cfg,
+        out_dir,
+        progress,
+    )
+}
+
+/// [`train_dpo`] on pairs that are already tokenized (by [`tokenize_pairs`], by
+/// [`crate::data::tokenize_sampled_pairs`] for sampled token ids, or by the caller);
+/// `dropped` is passed through to the report.
+pub fn train_dpo_tokenized(
+    model: &mut Model,
+    pad_id: u32,
+    tokenized: Vec<crate::data::TokenizedPair>,
+    dropped: Vec<usize>,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    progress: impl FnMut(&StepMetrics, u64),
+) -> Result<TrainReport> {
+    let c = cfg.get();
+    crate::trainer::check_memory(model, cfg, &tokenized)?;
     std::fs::create_dir_all(out_dir).map_err(|e| DpoError::io(out_dir, e))?;
     let files = RunFiles::under(out_dir);
-    let (tokenized, dropped) = tokenize_pairs(tokenizer, pairs, c.max_length, c.truncation)?;
-    let pad_id = tokenizer.pad_id();
     let resume = files.checkpoint.join("trainer_state.json").exists();
     let reference = if resume {
         // The reference is the model the run started from, which a resumed model no longer is:

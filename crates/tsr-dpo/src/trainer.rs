@@ -210,6 +210,20 @@ impl std::fmt::Debug for Trainer<'_> {
     }
 }
 
+/// Refuses a batch size that cannot fit (see [`tsr_model::memory`]): a step holds `batch_size`
+/// pairs (two sequences each) of at most the longest pair's length. Host memory, so the CPU only.
+pub fn check_memory(model: &Model, cfg: &TrainConfig, pairs: &[TokenizedPair]) -> Result<()> {
+    if model.device() != tch::Device::Cpu {
+        return Ok(());
+    }
+    let c = cfg.get();
+    let longest = pairs.iter().map(TokenizedPair::max_len).max().unwrap_or(0);
+    let rows = 2 * c.batch_size.min(pairs.len());
+    tsr_model::memory::training(model.config(), rows, longest, c.logprob_chunk_tokens)
+        .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
+    Ok(())
+}
+
 impl<'m> Trainer<'m> {
     /// A trainer for `model` on `pairs`, whose reference log-probs are `reference` (same order,
     /// see [`crate::reference::cached_reference_logps`]). `pad_id` fills padding positions.
@@ -234,6 +248,7 @@ impl<'m> Trainer<'m> {
                 pairs.len()
             )));
         }
+        check_memory(model, &cfg, &pairs)?;
         let optim = cfg.get().optim();
         let plan = optim.plan(pairs.len());
         let opt = optim.adamw(model)?;

@@ -67,6 +67,15 @@ pub struct TrainReport {
     /// rejected one) averaged over the steps of the last epoch, like `reward_margin`.
     pub reward_accuracy: Option<f64>,
     pub final_loss: Option<f64>,
+    /// Whether the completions were trained as the token ids that were sampled (`false`: their
+    /// text was tokenized again, for a backend that has no ids).
+    #[serde(default)]
+    pub sampled_ids: bool,
+    /// With sampled ids: how many completions (chosen and rejected counted apart) do not end
+    /// with an end-of-sequence token, i.e. were cut by the length limit; they are trained as
+    /// cut, with no EOS appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated_completions: Option<usize>,
     /// Per-step metrics (TRL names), written to `train-*.jsonl` in the iteration folder.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps_log: Vec<serde_json::Value>,

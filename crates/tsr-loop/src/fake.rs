@@ -255,6 +255,8 @@ impl Backend for FakeBackend {
             reward_margin: TrainReport::last_epoch_mean(&steps_log, "rewards/margins"),
             reward_accuracy: TrainReport::last_epoch_mean(&steps_log, "rewards/accuracies"),
             final_loss: Some(0.69 - 0.01 * (steps - 1) as f64),
+            sampled_ids: false,
+            truncated_completions: None,
             steps_log,
         })
     }

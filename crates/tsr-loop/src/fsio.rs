@@ -17,6 +17,15 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The folder holding `path`: its parent, or `.` for a bare relative name such as `run` (whose
+/// parent is the empty path, which cannot be opened).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Write `path` atomically with whatever `fill` writes.
 pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
 where
@@ -30,7 +39,7 @@ where
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        sync_dir(parent_dir(path))
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -99,16 +108,14 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 /// Create a folder (and parents) and fsync its parent so the entry survives a crash.
 pub fn create_dir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent).map_err(io(parent))?;
-    }
-    Ok(())
+    let parent = parent_dir(path);
+    sync_dir(parent).map_err(io(parent))
 }
 
 /// Rename atomically and fsync the folder.
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(io(to))?;
-    let parent = to.parent().unwrap_or(Path::new("."));
+    let parent = parent_dir(to);
     sync_dir(parent).map_err(io(parent))
 }
 
@@ -164,6 +171,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_folder_of_a_bare_name_is_the_current_one() {
+        assert_eq!(parent_dir(Path::new("run")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/run")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/")), Path::new("."));
+    }
 
     #[test]
     fn failed_write_leaves_nothing() {

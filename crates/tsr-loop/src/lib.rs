@@ -8,6 +8,7 @@
 //! work. See [`run`] for the folder layout and `docs/algorithm.md` for the method.
 
 pub mod backend;
+pub mod compare;
 pub mod config;
 pub mod defaults;
 mod error;

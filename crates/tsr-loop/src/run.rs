@@ -1475,7 +1475,8 @@ impl Run {
             let r = &v["report"];
             let mut o = json!({"model": v["model"], "trained": v["trained"], "pairs": r["pairs"],
                    "reward_margin": r["reward_margin"], "reward_accuracy": r["reward_accuracy"],
-                   "final_loss": r["final_loss"], "steps": r["steps"]});
+                   "final_loss": r["final_loss"], "steps": r["steps"],
+                   "sampled_ids": r["sampled_ids"], "truncated_completions": r["truncated_completions"]});
             if let Some(reason) = v.get("skipped_reason") {
                 o["skipped_reason"] = reason.clone();
             }

@@ -37,6 +37,9 @@ pub enum SampleError {
     /// A prompt tokenized to nothing.
     #[error("prompt {prompt} is empty after tokenization")]
     EmptyPrompt { prompt: usize },
+    /// The requested shapes would not fit in memory (see [`tsr_model::memory`]).
+    #[error(transparent)]
+    Memory(#[from] tsr_model::memory::MemoryLimitError),
     /// The model or tokenizer failed.
     #[error(transparent)]
     Model(#[from] tsr_model::ModelError),

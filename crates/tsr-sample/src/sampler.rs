@@ -241,6 +241,9 @@ impl<'a> Sampler<'a> {
                 reason: "must be at least 1",
             });
         }
+        let total: usize = requests.iter().map(|r| r.0).sum();
+        tsr_model::memory::results(total, params.max_new_tokens)
+            .check("lower the number of samples or max_new_tokens")?;
         let context = self.model.config().max_position_embeddings;
         let mut pieces = Vec::new();
         for (i, (ids, &(n, seed))) in prompts.iter().zip(requests).enumerate() {
@@ -261,10 +264,10 @@ impl<'a> Sampler<'a> {
         // Similar lengths together: less padding. Stable, so the chunking is deterministic.
         pieces.sort_by_key(|p| p.ids.len());
         let chunks = self.chunk(pieces, params.max_new_tokens);
+        self.check_memory(&chunks, total, params.max_new_tokens)?;
 
         let mut out: Vec<Vec<Option<Sample>>> =
             requests.iter().map(|&(n, _)| vec![None; n]).collect();
-        let total: usize = requests.iter().map(|r| r.0).sum();
         let mut counters = (0usize, 0usize);
         let _guard = tch::no_grad_guard();
         let stops = StopStrings::new(&params.stop);
@@ -327,6 +330,39 @@ impl<'a> Sampler<'a> {
             "prompt truncated on the left"
         );
         Ok(ids[ids.len() - keep..].to_vec())
+    }
+
+    /// Refuses shapes that cannot fit (see [`tsr_model::memory`]): the largest chunk's weights,
+    /// KV cache and activations plus the results of all `total` sequences. Host memory, so the
+    /// chunks are checked on the CPU only.
+    fn check_memory(
+        &self,
+        chunks: &[Vec<Piece>],
+        total: usize,
+        max_new: usize,
+    ) -> Result<(), SampleError> {
+        use tsr_model::memory;
+        if self.model.device() != tch::Device::Cpu {
+            return Ok(());
+        }
+        let elem = self.model.kind().elt_size_in_bytes();
+        let worst = chunks
+            .iter()
+            .map(|c| {
+                let rows: usize = c.iter().map(|p| p.samples.len()).sum();
+                let longest = c.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+                memory::generation(self.model.config(), rows, longest, max_new, elem)
+            })
+            .max_by_key(memory::Estimate::bytes);
+        if let Some(mut w) = worst {
+            w.parts.extend(memory::results(total, max_new).parts);
+            w.what = format!("{}, {total} sequences in all,", w.what);
+            w.check(
+                "lower the batch (--max-batch / max_batch_rows, max_batch_tokens), the number of \
+                 samples or max_new_tokens",
+            )?;
+        }
+        Ok(())
     }
 
     fn chunk(&self, pieces: Vec<Piece>, max_new: usize) -> Vec<Vec<Piece>> {

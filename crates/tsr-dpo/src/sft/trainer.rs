@@ -169,6 +169,16 @@ impl<'m> SftTrainer<'m> {
             )));
         }
         let c = cfg.get();
+        if model.device() == tch::Device::Cpu {
+            let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+            tsr_model::memory::training(
+                model.config(),
+                c.batch_size.min(rows.len()),
+                longest,
+                c.logprob_chunk_tokens,
+            )
+            .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
+        }
         let mut frozen = Vec::new();
         if let Some(n) = c.train_last_layers {
             let is_frozen = frozen_names(model, n);

@@ -37,63 +37,10 @@ pub fn run_fresh(
     (out, b)
 }
 
-fn strip_wall(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.ends_with("wall_s"));
-            m.values_mut().for_each(strip_wall);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_wall),
-        _ => {}
-    }
-}
-
-/// Every file of a run folder but the lock file: JSON content with wall times removed, other
-/// bytes verbatim.
+/// Every file of a run folder but the lock file, wall times removed (see
+/// [`tsr_loop::compare::snapshot`]).
 pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.file_name()
-                .is_some_and(|n| n == tsr_loop::lock::LOCK_FILE)
-            {
-                // The lock file holds the pid of the last process that worked on the run.
-                continue;
-            }
-            if p.is_dir() {
-                walk(root, &p, out);
-                continue;
-            }
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let bytes = std::fs::read(&p).unwrap();
-            let ext = p
-                .extension()
-                .map(|x| x.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let norm = match ext.as_str() {
-                "json" => {
-                    let mut v: Value = serde_json::from_slice(&bytes).unwrap();
-                    strip_wall(&mut v);
-                    serde_json::to_vec(&v).unwrap()
-                }
-                "jsonl" => {
-                    let mut o = Vec::new();
-                    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                        let mut v: Value = serde_json::from_slice(line).unwrap();
-                        strip_wall(&mut v);
-                        o.extend(serde_json::to_vec(&v).unwrap());
-                        o.push(b'\n');
-                    }
-                    o
-                }
-                _ => bytes,
-            };
-            out.insert(rel, norm);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    tsr_loop::compare::snapshot(dir).unwrap()
 }
 
 pub fn assert_same_run(a: &Path, b: &Path) {
