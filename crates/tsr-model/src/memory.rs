@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn parameter_count_matches_the_published_size() {
-        // SmolLM2-135M has 134,515,008 parameters (transformers' num_parameters()).
+        // SmolLM2-135M: the tensor sizes in its model.safetensors add up to 134,515,008.
         assert_eq!(parameters(&smollm2_135m()), 134_515_008);
     }
 
