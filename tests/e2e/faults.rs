@@ -14,7 +14,12 @@ use crate::{assert_success, tsr};
 fn write_config(dir: &Path) -> PathBuf {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tsr-dpo/tests/fixtures/sft/model");
     let prompts: String = (0..4)
-        .map(|i| format!("{{\"id\": \"q{i}\", \"prompt\": \"Tell me about {i} and {}.\"}}\n", i + 1))
+        .map(|i| {
+            format!(
+                "{{\"id\": \"q{i}\", \"prompt\": \"Tell me about {i} and {}.\"}}\n",
+                i + 1
+            )
+        })
         .collect();
     std::fs::write(dir.join("prompts.jsonl"), prompts).unwrap();
     let cfg = dir.join("run.toml");

@@ -349,7 +349,14 @@ pub fn tokenize_pairs<T: PairTokenizer + ?Sized>(
         let (prompt_ids, prompt_text) = prompt_ids(tok, &pair.prompt)?;
         let chosen = completion_ids(tok, &pair.prompt, &pair.chosen, prompt_text.as_deref())?;
         let rejected = completion_ids(tok, &pair.prompt, &pair.rejected, prompt_text.as_deref())?;
-        match truncate_pair(index, &prompt_ids, &chosen, &rejected, max_length, truncation) {
+        match truncate_pair(
+            index,
+            &prompt_ids,
+            &chosen,
+            &rejected,
+            max_length,
+            truncation,
+        ) {
             Some(t) => kept.push(t),
             None => dropped.push(index),
         }

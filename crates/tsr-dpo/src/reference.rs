@@ -265,7 +265,12 @@ mod tests {
     /// doubles come back one ulp off; this one among them.
     #[test]
     fn cached_values_read_back_bit_for_bit() {
-        let values = [-39.430133835633676f64, -0.001841652393341062, -1e-300, -123.456789];
+        let values = [
+            -39.430133835633676f64,
+            -0.001841652393341062,
+            -1e-300,
+            -123.456789,
+        ];
         for v in values {
             let text = serde_json::to_string(&vec![v]).unwrap();
             let back: Vec<f64> = serde_json::from_str(&text).unwrap();

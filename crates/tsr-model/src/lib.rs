@@ -16,8 +16,8 @@ pub mod gguf;
 pub mod hf;
 pub mod hub;
 pub mod kv_cache;
-pub mod memory;
 pub mod load;
+pub mod memory;
 pub mod model;
 pub mod tokenizer;
 

@@ -67,7 +67,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        u => return Err(format!("unknown size unit {u:?} in {text:?} (use K, M, G or T)")),
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {text:?} (use K, M, G or T)"
+            ))
+        }
     };
     let bytes = value * scale as f64;
     if !(bytes.is_finite() && bytes >= 1.0) {
@@ -244,7 +248,10 @@ pub fn training(cfg: &ModelConfig, rows: usize, tokens: usize, logit_tokens: usi
     Estimate::new(format!(
         "a training step on {rows} sequences of up to {tokens} tokens"
     ))
-    .add("weights + gradients + Adam state", parameters(cfg).saturating_mul(16))
+    .add(
+        "weights + gradients + Adam state",
+        parameters(cfg).saturating_mul(16),
+    )
     .add(
         "activations",
         positions
@@ -298,7 +305,9 @@ mod tests {
     fn checks_refuse_above_the_limit_and_name_the_parts() {
         let c = smollm2_135m();
         let small = generation(&c, 4, 100, 100, 4);
-        assert!(small.check_against(Some(8 << 30), "lower --max-batch").is_ok());
+        assert!(small
+            .check_against(Some(8 << 30), "lower --max-batch")
+            .is_ok());
         assert!(small.check_against(None, "x").is_ok());
         let huge = generation(&c, 100_000, 500, 8000, 4);
         let err = huge
