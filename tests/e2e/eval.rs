@@ -135,7 +135,7 @@ fn dpo_towards_a_style_is_preferred_by_a_judge_of_that_style() {
     let rule = format!("starts-with:{MARKER}");
     let out = t.path().join("style");
     let r = winrate(
-        &trained.join("model"),
+        &trained,
         &tiny_model(),
         &prompts,
         &["--judge-rule", &rule],

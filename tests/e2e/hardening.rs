@@ -123,8 +123,9 @@ fn train_dpo_never_changes_a_finished_output_folder_unless_asked() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/fixtures/training");
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("dpo");
-    std::fs::create_dir_all(out.join("model")).unwrap();
-    std::fs::write(out.join("model/config.json"), "{}").unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("config.json"), "{}").unwrap();
+    std::fs::write(out.join("model.safetensors"), "old").unwrap();
     std::fs::write(out.join("dpo_config.json"), "SENTINEL").unwrap();
     let bad = t.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"prompt\": \"no chosen\"}\n").unwrap();
@@ -150,8 +151,8 @@ fn train_dpo_never_changes_a_finished_output_folder_unless_asked() {
             "SENTINEL"
         );
         assert_eq!(
-            std::fs::read_to_string(out.join("model/config.json")).unwrap(),
-            "{}"
+            std::fs::read_to_string(out.join("model.safetensors")).unwrap(),
+            "old"
         );
     };
     // Bad pairs: an error about the pairs, and the folder as it was.
@@ -179,7 +180,13 @@ fn train_dpo_never_changes_a_finished_output_folder_unless_asked() {
     );
     let cfg = std::fs::read_to_string(out.join("dpo_config.json")).unwrap();
     assert!(cfg.contains("\"beta\""), "{cfg}");
-    assert!(out.join("model/model.safetensors").is_file());
+    // The model is the output folder itself (TRL's output_dir layout): it loads from there.
+    assert!(tsr_model::hf::holds_model(&out));
+    assert_ne!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        b"old"
+    );
+    assert!(tsr_model::load(out.to_str().unwrap(), &tsr_model::LoadOptions::default()).is_ok());
 }
 
 #[test]

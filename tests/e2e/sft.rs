@@ -61,12 +61,8 @@ fn sft_resumes_after_kill_9_to_the_same_weights() {
         let straight = t.path().join("straight");
         let out = sft(&data, &cfg, &straight).output().unwrap();
         assert_success(&out);
-        let model = std::fs::read(straight.join("model/model.safetensors")).unwrap();
-        for f in [
-            "sft_config.json",
-            "model/config.json",
-            "model/tokenizer.json",
-        ] {
+        let model = std::fs::read(straight.join("model.safetensors")).unwrap();
+        for f in ["sft_config.json", "config.json", "tokenizer.json"] {
             assert!(straight.join(f).is_file(), "{f} missing");
         }
         let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
@@ -108,7 +104,7 @@ fn sft_resumes_after_kill_9_to_the_same_weights() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         assert!(
-            !killed.join("model").exists(),
+            !killed.join("model.safetensors").exists(),
             "the run ended before it was killed: nothing was resumed"
         );
         let out = sft(&data, &cfg, &killed).output().unwrap();
@@ -116,7 +112,7 @@ fn sft_resumes_after_kill_9_to_the_same_weights() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("sft: resumed from step"), "{err}");
         assert!(
-            model == std::fs::read(killed.join("model/model.safetensors")).unwrap(),
+            model == std::fs::read(killed.join("model.safetensors")).unwrap(),
             "resumed weights differ from the uninterrupted run's (packing {packing})"
         );
         // Steps logged after the checkpoint and redone are not logged twice.

@@ -177,7 +177,8 @@ fn train_dpo_raises_the_margins_as_trl_does() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("dpo");
     run("train-dpo", "--pairs", "pairs.jsonl", "dpo.toml", &out);
-    let saved = out.join("model");
+    // TRL's output_dir layout: the model is the output folder itself.
+    let saved = out.clone();
 
     let steps = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(
@@ -242,7 +243,8 @@ fn sft_lowers_the_nll_as_trl_does() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("sft");
     run("sft", "--data", "chats.jsonl", "sft.toml", &out);
-    let saved = out.join("model");
+    // TRL's output_dir layout: the model is the output folder itself.
+    let saved = out.clone();
 
     let nll = |s: &Scorer| {
         let (mut sum, mut n) = (0.0, 0);

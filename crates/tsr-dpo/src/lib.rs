@@ -108,7 +108,8 @@ pub use logprobs::{completion_logps_naive, ChunkedLogProbs, ScoredPositions};
 pub use loss::{dpo_loss, DpoLoss, LossParams, LossStats, LossType, PairLogps};
 pub use optim::AdamW;
 pub use pipeline::{
-    save_model, train_dpo, train_dpo_jsonl, train_dpo_tokenized, RunFiles, TrainReport,
+    save_model, save_model_in, train_dpo, train_dpo_jsonl, train_dpo_tokenized, RunFiles,
+    TrainReport,
 };
 pub use reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,

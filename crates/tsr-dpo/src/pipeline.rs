@@ -140,7 +140,7 @@ pub fn train_dpo_jsonl(
 /// Saves a trained model as a Hugging Face directory `dir` (`config.json`, safetensors weights,
 /// tokenizer files, `generation_config.json`) that transformers loads. The directory is written
 /// aside and swapped in when complete, **replacing** `dir` if it exists: do not point it at a
-/// directory holding other files (the CLI uses `OUT/model`).
+/// directory holding other files (use [`save_model_in`] for that).
 pub fn save_model(
     model: &Model,
     tokenizer: &ChatTokenizer,
@@ -148,6 +148,23 @@ pub fn save_model(
     dir: &Path,
 ) -> Result<()> {
     tsr_model::hf::save_model_dir(model, dir, &tsr_model::hf::SaveOptions::default(), |tmp| {
+        tokenizer.save(tmp)?;
+        generation.save(tmp)
+    })?;
+    Ok(())
+}
+
+/// Like [`save_model`], but writes the model files **into** `dir` beside the files already there
+/// (TRL's `output_dir` layout, used by `tsr train-dpo` and `tsr sft`: the model at the top of the
+/// output folder, `metrics.jsonl` and the checkpoint next to it), weights last (see
+/// [`tsr_model::hf::save_model_into`]).
+pub fn save_model_in(
+    model: &Model,
+    tokenizer: &ChatTokenizer,
+    generation: &tsr_model::GenerationConfig,
+    dir: &Path,
+) -> Result<()> {
+    tsr_model::hf::save_model_into(model, dir, &tsr_model::hf::SaveOptions::default(), |tmp| {
         tokenizer.save(tmp)?;
         generation.save(tmp)
     })?;

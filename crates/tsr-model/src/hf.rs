@@ -323,6 +323,67 @@ pub fn save_model_dir(
     Ok(())
 }
 
+/// Is `dir` a complete model written by [`save_model_into`] (or any HF folder): `config.json`
+/// and its weights (`model.safetensors`, or a shard index)?
+pub fn holds_model(dir: &Path) -> bool {
+    dir.join("config.json").is_file()
+        && (dir.join("model.safetensors").is_file()
+            || dir.join("model.safetensors.index.json").is_file())
+}
+
+/// Writes `model` (and `extra`'s files) as an HF model **into** the existing folder `dir`, beside
+/// whatever else it holds (TRL's `output_dir` layout: the model at the top, the run's own files
+/// next to it). Everything is written to a staging folder inside `dir` first, then moved into
+/// place file by file with the weights last and the shard index very last, so a crash leaves
+/// `dir` without weights (see [`holds_model`]), never with weights and a stale configuration.
+pub fn save_model_into(
+    model: &Model,
+    dir: &Path,
+    opts: &SaveOptions,
+    extra: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let tmp = dir.join(format!(".tsr-save-tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    let written = write_contents(model, &tmp, opts).and_then(|()| extra(&tmp));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&tmp)
+        .map_err(|e| ModelError::io(&tmp, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // Other files, then weight shards, then the index (rank 0, 1, 2), each group sorted.
+    let rank = |n: &str| match n {
+        "model.safetensors.index.json" => 2,
+        n if n.ends_with(".safetensors") => 1,
+        _ => 0,
+    };
+    names.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
+    // Stale weights of an earlier save go first, so a crash below never pairs them with the
+    // new configuration.
+    for stale in ["model.safetensors.index.json", "model.safetensors"] {
+        match std::fs::remove_file(dir.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ModelError::io(dir.join(stale), e))
+            }
+            _ => {}
+        }
+    }
+    for n in &names {
+        let to = dir.join(n);
+        std::fs::rename(tmp.join(n), &to).map_err(|e| ModelError::io(&to, e))?;
+    }
+    std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    tracing::info!(dir = %dir.display(), "saved model");
+    Ok(())
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), ModelError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ModelError::json(path, e))?;
     std::fs::write(path, text + "\n").map_err(|e| ModelError::io(path, e))

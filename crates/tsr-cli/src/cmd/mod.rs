@@ -44,12 +44,14 @@ pub fn read_config_section<T: serde::de::DeserializeOwned + Default>(
 /// in it changes. The command validates its configuration, reads its data and loads its model
 /// first, then calls this, so a bad input never touches an existing folder.
 ///
-/// - A folder with a finished model (`model/`) is refused unless `overwrite` is set: it is a
+/// - A folder with a finished model (the model files at its top, TRL's `output_dir` layout, or
+///   the `model/` subfolder of tsr before 2026-12) is refused unless `overwrite` is set: it is a
 ///   result, and training again would replace it.
 /// - A folder with an unfinished run of other settings (`config_file` differs, a checkpoint or
 ///   metrics exist) is refused too: resuming it would mix two runs.
-/// - With `overwrite`, the previous run's files (`model/`, `checkpoint/`, `ref_cache/`,
-///   `metrics.jsonl`, `config_file`) are removed first.
+/// - With `overwrite`, the previous run's weights (`model.safetensors` and shards, the legacy
+///   `model/`), `checkpoint/`, `ref_cache/`, `metrics.jsonl` and `config_file` are removed
+///   first; the other model files are replaced when the new model is saved.
 ///
 /// Then `config_file` is written with `config_json`.
 pub fn prepare_training_output(
@@ -58,13 +60,12 @@ pub fn prepare_training_output(
     config_json: &str,
     overwrite: bool,
 ) -> Result<()> {
-    const PREVIOUS: [&str; 4] = ["model", "checkpoint", "ref_cache", "metrics.jsonl"];
     let config_path = out.join(config_file);
     if !overwrite {
         anyhow::ensure!(
-            !out.join("model").exists(),
-            "{} already holds a trained model (model/); choose another --out, or add \
-             --overwrite to train again and replace it",
+            !tsr_model::hf::holds_model(out) && !out.join("model").exists(),
+            "{} already holds a trained model; choose another --out, or add --overwrite to \
+             train again and replace it",
             out.display()
         );
         let previous = std::fs::read_to_string(&config_path).ok();
@@ -77,7 +78,21 @@ pub fn prepare_training_output(
             config_path.display()
         );
     } else {
-        for name in PREVIOUS.iter().copied().chain([config_file]) {
+        let weights: Vec<String> = std::fs::read_dir(out)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".safetensors") || n == "model.safetensors.index.json")
+            .collect();
+        let previous = [
+            "model",
+            "checkpoint",
+            "ref_cache",
+            "metrics.jsonl",
+            config_file,
+        ];
+        for name in weights.iter().map(String::as_str).chain(previous) {
             let p = out.join(name);
             let removed = if p.is_dir() {
                 std::fs::remove_dir_all(&p)
@@ -114,17 +129,30 @@ mod tests {
         let e = prepare_training_output(&out, "c.json", "B", false).unwrap_err();
         assert!(e.to_string().contains("other settings"), "{e}");
         assert_eq!(std::fs::read_to_string(out.join("c.json")).unwrap(), "A");
-        // A finished run is refused, even with the same settings, and nothing changes.
-        std::fs::create_dir_all(out.join("model")).unwrap();
-        std::fs::write(out.join("model/config.json"), "{}").unwrap();
+        // A finished run (model files at the top) is refused, even with the same settings, and
+        // nothing changes.
+        std::fs::write(out.join("config.json"), "{}").unwrap();
+        std::fs::write(out.join("model.safetensors"), "w").unwrap();
         let e = prepare_training_output(&out, "c.json", "A", false).unwrap_err();
         assert!(e.to_string().contains("--overwrite"), "{e}");
-        assert!(out.join("model/config.json").exists());
+        assert!(out.join("model.safetensors").exists());
         assert!(out.join("metrics.jsonl").exists());
+        // A config without weights is an interrupted save, not a finished model.
+        std::fs::remove_file(out.join("model.safetensors")).unwrap();
+        prepare_training_output(&out, "c.json", "A", false).unwrap();
+        // The legacy layout (`model/`) counts as finished too.
+        std::fs::create_dir_all(out.join("model")).unwrap();
+        let e = prepare_training_output(&out, "c.json", "A", false).unwrap_err();
+        assert!(e.to_string().contains("--overwrite"), "{e}");
         // --overwrite clears the previous run's files, keeps others, writes the new settings.
+        std::fs::write(out.join("model.safetensors"), "w").unwrap();
         std::fs::write(out.join("notes.txt"), "mine").unwrap();
         prepare_training_output(&out, "c.json", "B", true).unwrap();
-        assert!(!out.join("model").exists() && !out.join("metrics.jsonl").exists());
+        assert!(
+            !out.join("model").exists()
+                && !out.join("metrics.jsonl").exists()
+                && !out.join("model.safetensors").exists()
+        );
         assert_eq!(std::fs::read_to_string(out.join("c.json")).unwrap(), "B");
         assert!(out.join("notes.txt").exists());
     }

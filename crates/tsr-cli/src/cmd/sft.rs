@@ -1,6 +1,7 @@
 //! `tsr sft`: supervised fine-tuning on a JSONL file of chat examples.
 //!
-//! Writes into `--out`: `model/`, the trained model as a Hugging Face directory, `metrics.jsonl`
+//! Writes into `--out` (TRL's `output_dir` layout): the trained model itself as a Hugging Face
+//! folder, loadable from `--out`, `metrics.jsonl`
 //! (one line per optimizer step, TRL's SFT metric names), `sft_config.json` (the resolved
 //! configuration) and, with `checkpoint_every > 0` (the default is 50), `checkpoint/`; a run
 //! started again with the same arguments resumes from that checkpoint. A folder that already holds
@@ -100,20 +101,18 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(s) = report.resumed_from {
         eprintln!("sft: resumed from step {s}");
     }
-    let model_dir = args.out.join("model");
-    tsr_dpo::save_model(
+    tsr_dpo::save_model_in(
         &loaded.model,
         &loaded.tokenizer,
         &loaded.generation,
-        &model_dir,
+        &args.out,
     )
-    .with_context(|| format!("saving the model to {}", model_dir.display()))?;
+    .with_context(|| format!("saving the model to {}", args.out.display()))?;
     eprintln!(
-        "sft: {} steps, mean {:.0} tok/s; metrics.jsonl in {}, model in {}",
+        "sft: {} steps, mean {:.0} tok/s; the model, metrics.jsonl and the settings are in {}",
         report.summary.steps,
         report.summary.mean_tokens_per_s,
-        args.out.display(),
-        model_dir.display()
+        args.out.display()
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `tsr train-dpo`: DPO training on a JSONL file of preference pairs.
 //!
-//! Writes into `--out`: `model/`, the trained model as a Hugging Face directory (`config.json`,
+//! Writes into `--out` (TRL's `output_dir` layout): the trained model itself as a Hugging Face
+//! folder, loadable from `--out` (`config.json`,
 //! `model.safetensors`, tokenizer files, `generation_config.json`), `metrics.jsonl` (one line per
 //! optimizer step, TRL's metric names), `dpo_config.json` (the resolved configuration),
 //! `ref_cache/` (reference log-probs) and, with `checkpoint_every > 0`, `checkpoint/`; a run
@@ -101,20 +102,18 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(s) = report.resumed_from {
         eprintln!("train-dpo: resumed from step {s}");
     }
-    let model_dir = args.out.join("model");
-    tsr_dpo::save_model(
+    tsr_dpo::save_model_in(
         &loaded.model,
         &loaded.tokenizer,
         &loaded.generation,
-        &model_dir,
+        &args.out,
     )
-    .with_context(|| format!("saving the model to {}", model_dir.display()))?;
+    .with_context(|| format!("saving the model to {}", args.out.display()))?;
     eprintln!(
-        "train-dpo: {} steps, mean {:.0} tok/s; metrics.jsonl in {}, model in {}",
+        "train-dpo: {} steps, mean {:.0} tok/s; the model, metrics.jsonl and the settings are in {}",
         report.summary.steps,
         report.summary.mean_tokens_per_s,
-        args.out.display(),
-        model_dir.display()
+        args.out.display()
     );
     Ok(())
 }
