@@ -147,10 +147,12 @@ pub fn save_model(
     generation: &tsr_model::GenerationConfig,
     dir: &Path,
 ) -> Result<()> {
-    tsr_model::hf::save_model_dir(model, dir, &tsr_model::hf::SaveOptions::default(), |tmp| {
-        tokenizer.save(tmp)?;
-        generation.save(tmp)
-    })?;
+    tsr_model::hf::save_model_dir(
+        model,
+        dir,
+        &tsr_model::hf::SaveOptions::default(),
+        tokenizer_files(tokenizer, generation),
+    )?;
     Ok(())
 }
 
@@ -164,9 +166,22 @@ pub fn save_model_in(
     generation: &tsr_model::GenerationConfig,
     dir: &Path,
 ) -> Result<()> {
-    tsr_model::hf::save_model_into(model, dir, &tsr_model::hf::SaveOptions::default(), |tmp| {
+    tsr_model::hf::save_model_into(
+        model,
+        dir,
+        &tsr_model::hf::SaveOptions::default(),
+        tokenizer_files(tokenizer, generation),
+    )?;
+    Ok(())
+}
+
+/// The files a saved model carries beside its weights: the tokenizer and the generation config.
+fn tokenizer_files<'a>(
+    tokenizer: &'a ChatTokenizer,
+    generation: &'a tsr_model::GenerationConfig,
+) -> impl FnOnce(&Path) -> std::result::Result<(), tsr_model::ModelError> + 'a {
+    move |tmp| {
         tokenizer.save(tmp)?;
         generation.save(tmp)
-    })?;
-    Ok(())
+    }
 }

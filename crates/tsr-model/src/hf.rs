@@ -297,15 +297,7 @@ pub fn save_model_dir(
     std::fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
     let pid = std::process::id();
     let tmp = parent.join(format!(".{name}.tsr-tmp-{pid}"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let written = write_contents(model, &tmp, opts).and_then(|()| extra(&tmp));
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    stage(model, &tmp, opts, extra)?;
     if dir.exists() {
         let old = parent.join(format!(".{name}.tsr-old-{pid}"));
         std::fs::rename(dir, &old).map_err(|e| ModelError::io(dir, e))?;
@@ -321,6 +313,25 @@ pub fn save_model_dir(
     }
     tracing::info!(dir = %dir.display(), "saved model");
     Ok(())
+}
+
+/// Writes the model and `extra`'s files into a fresh staging folder `tmp` (replacing a stale one
+/// of the same name); on an error the staging folder is removed.
+fn stage(
+    model: &Model,
+    tmp: &Path,
+    opts: &SaveOptions,
+    extra: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
+    }
+    std::fs::create_dir(tmp).map_err(|e| ModelError::io(tmp, e))?;
+    let written = write_contents(model, tmp, opts).and_then(|()| extra(tmp));
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    written
 }
 
 /// Is `dir` a complete model written by [`save_model_into`] (or any HF folder): `config.json`
@@ -344,15 +355,7 @@ pub fn save_model_into(
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let tmp = dir.join(format!(".tsr-save-tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let written = write_contents(model, &tmp, opts).and_then(|()| extra(&tmp));
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    stage(model, &tmp, opts, extra)?;
     let mut names: Vec<String> = std::fs::read_dir(&tmp)
         .map_err(|e| ModelError::io(&tmp, e))?
         .filter_map(|e| e.ok())
