@@ -53,6 +53,8 @@ enum Command {
     SeedModel(cmd::seed_model::Args),
     /// Run Self-Rewarding / Temporal Self-Rewarding iterations.
     Iterate(cmd::iterate::Args),
+    /// Write a model as a GGUF file for a llama.cpp server (f32, f16 or q8_0 weights).
+    ExportGguf(cmd::export_gguf::Args),
     /// PNG charts and a report.md of run folders' per-iteration diagnostics.
     Report(cmd::report::Args),
 }
@@ -78,6 +80,7 @@ fn main() {
         Command::Sft(a) => cmd::sft::run(a),
         Command::SeedModel(a) => cmd::seed_model::run(a),
         Command::Iterate(a) => cmd::iterate::run(a),
+        Command::ExportGguf(a) => cmd::export_gguf::run(a),
         Command::Report(a) => cmd::report::run(a),
     };
     if let Err(e) = result {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dequant;
 pub mod error;
 pub mod gguf;
+pub mod gguf_export;
 pub mod hf;
 pub mod hub;
 pub mod kv_cache;

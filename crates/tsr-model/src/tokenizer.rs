@@ -403,6 +403,11 @@ impl ChatTokenizer {
         self.tokenizer.token_to_id(token)
     }
 
+    /// Whether encoding with special tokens puts the BOS token first (`add_bos_token`).
+    pub fn add_bos_token(&self) -> bool {
+        self.add_bos_token
+    }
+
     /// The underlying `tokenizers` tokenizer.
     pub fn inner(&self) -> &Tokenizer {
         &self.tokenizer
@@ -535,6 +540,27 @@ fn gpt2_parts(
                 })
         })
         .collect::<Result<_, _>>()?;
+    let pre_tokenizer = match gguf_pre_tokenizer(pre) {
+        Some(p) => p,
+        None if allow_unknown_pre => {
+            tracing::warn!(pre, path = %path.display(), "unknown gguf pre-tokenizer; using the gpt2 split ({ALLOW_UNKNOWN_PRETOKENIZER_ENV} is set)");
+            gguf_pre_tokenizer("gpt2").expect("gpt2 is known")
+        }
+        None => {
+            return Err(err(format!(
+                "unknown gguf pre-tokenizer {pre:?} (tokenizer.ggml.pre): tsr knows {KNOWN_PRE}, \
+                 and another split would tokenize text differently from the model's own \
+                 tokenizer; set {ALLOW_UNKNOWN_PRETOKENIZER_ENV}=1 to use the gpt2 split anyway"
+            )))
+        }
+    };
+    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    Ok((vocab, added, merges, pre_tokenizer, decoder))
+}
+
+/// The `tokenizers` pre-tokenizer (as JSON) that a GGUF `tokenizer.ggml.pre` name stands for, as
+/// transformers' GGUF converter builds it; `None` for a name tsr does not know.
+pub(crate) fn gguf_pre_tokenizer(pre: &str) -> Option<Value> {
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |re: &str| {
         json!({"type": "Sequence", "pretokenizers": [
@@ -542,7 +568,7 @@ fn gpt2_parts(
             byte_level(false),
         ]})
     };
-    let pre_tokenizer = match pre {
+    Some(match pre {
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true},
             byte_level(true),
@@ -552,20 +578,8 @@ fn gpt2_parts(
         }
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
         "default" | "gpt2" | "gpt-2" => byte_level(true),
-        other if allow_unknown_pre => {
-            tracing::warn!(pre = other, path = %path.display(), "unknown gguf pre-tokenizer; using the gpt2 split ({ALLOW_UNKNOWN_PRETOKENIZER_ENV} is set)");
-            byte_level(true)
-        }
-        other => {
-            return Err(err(format!(
-                "unknown gguf pre-tokenizer {other:?} (tokenizer.ggml.pre): tsr knows {KNOWN_PRE}, \
-                 and another split would tokenize text differently from the model's own \
-                 tokenizer; set {ALLOW_UNKNOWN_PRETOKENIZER_ENV}=1 to use the gpt2 split anyway"
-            )))
-        }
-    };
-    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
-    Ok((vocab, added, merges, pre_tokenizer, decoder))
+        _ => return None,
+    })
 }
 
 /// SentencePiece BPE (`tokenizer.ggml.model = llama`: Llama 2, Mistral), as transformers' GGUF

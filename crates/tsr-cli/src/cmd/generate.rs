@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use tsr_judge::{ChatMessage, GenRequest, Prompt, SamplingParams};
+use tsr_judge::{ChatMessage, GenRequest, Generator, Prompt, SamplingParams};
 use tsr_model::{load, parse_device, LoadOptions};
 use tsr_sample::{Sampler, SamplerOptions};
 
@@ -20,8 +20,10 @@ use tsr_sample::{Sampler, SamplerOptions};
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompts"])))]
 pub struct Args {
     /// Built-in model name, Hugging Face directory, or .gguf file.
-    #[arg(long)]
-    model: String,
+    #[arg(long, required_unless_present = "engine_urls", conflicts_with = "engine_urls")]
+    model: Option<String>,
+    #[command(flatten)]
+    engine: super::EngineArgs,
     /// One prompt (id 0).
     #[arg(long)]
     prompt: Option<String>,
@@ -173,24 +175,38 @@ pub fn run(args: Args) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         stop: args.stop.clone(),
     };
-    let device = parse_device(&args.device)?;
-    let loaded = load(
-        &args.model,
-        &LoadOptions {
-            device,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading model {}", args.model))?;
-    tracing::info!(model = %loaded.source.display(), prompts = prompts.len(), n = args.n, "generating");
-    let options = SamplerOptions {
-        max_batch_rows: args.max_batch,
-        truncate_prompt: args.truncate_prompt,
-        ..Default::default()
+    let loaded;
+    let mut local;
+    let mut remote;
+    let generator: &mut dyn Generator = match args.engine.engine()? {
+        Some(engine) => {
+            tracing::info!(urls = ?args.engine.engine_urls, prompts = prompts.len(), n = args.n, "generating on the engine");
+            remote = engine;
+            &mut remote
+        }
+        None => {
+            let spec = args.model.as_deref().context("--model or --engine-url is required")?;
+            let device = parse_device(&args.device)?;
+            loaded = load(
+                spec,
+                &LoadOptions {
+                    device,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("loading model {spec}"))?;
+            tracing::info!(model = %loaded.source.display(), prompts = prompts.len(), n = args.n, "generating");
+            let options = SamplerOptions {
+                max_batch_rows: args.max_batch,
+                truncate_prompt: args.truncate_prompt,
+                ..Default::default()
+            };
+            local = Sampler::new(&loaded.model, &loaded.tokenizer)
+                .with_generation_config(&loaded.generation)
+                .with_options(options);
+            &mut local
+        }
     };
-    let mut sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
-        .with_generation_config(&loaded.generation)
-        .with_options(options);
 
     let mut sink = Sink::open(args.out.as_deref())?;
     // Blocks of prompts keep the output streaming on long files.
@@ -205,10 +221,11 @@ pub fn run(args: Args) -> Result<()> {
                 seed: request_seed(args.seed, &p.id),
             })
             .collect();
-        let out = sampler.sample(&requests, &params).context("generating")?;
+        let out = generator
+            .generate(&requests, &params)
+            .map_err(|e| anyhow::Error::from_boxed(e).context("generating"))?;
         for (line, samples) in lines.iter().zip(out) {
-            for (j, s) in samples.into_iter().enumerate() {
-                let c = s.completion;
+            for (j, c) in samples.into_iter().enumerate() {
                 let record = serde_json::json!({
                     "prompt_id": line.id,
                     "sample": j,

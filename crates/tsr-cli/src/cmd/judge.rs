@@ -25,8 +25,12 @@ use tsr_sample::{Sampler, SamplerOptions};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Judge model: built-in name, Hugging Face directory, or .gguf file.
-    #[arg(long, required_unless_present = "verifier")]
+    #[arg(long, required_unless_present_any = ["verifier", "engine_urls"], conflicts_with = "engine_urls")]
     model: Option<String>,
+    /// The judge model served by an OpenAI-compatible server instead (`direct` and `expected`
+    /// modes need top-k log-probs and, for chat prompts, llama.cpp's /apply-template).
+    #[command(flatten)]
+    engine: super::EngineArgs,
     /// Input JSON lines: `prompt`, `response` [, `id`, `reference`, other fields].
     #[arg(long, value_name = "FILE.jsonl")]
     input: PathBuf,
@@ -49,7 +53,7 @@ pub struct Args {
     block: usize,
     /// Score by comparing final numbers with each line's `reference` (GSM8K `#### N`): 1 when
     /// equal, 0 otherwise. Needs no model.
-    #[arg(long, conflicts_with_all = ["model", "template", "samples", "temperature", "top_p", "max_new_tokens", "top_logprobs", "min_digit_mass", "mode"])]
+    #[arg(long, conflicts_with_all = ["model", "engine_urls", "template", "samples", "temperature", "top_p", "max_new_tokens", "top_logprobs", "min_digit_mass", "mode"])]
     verifier: bool,
 }
 
@@ -63,6 +67,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Check the settings (and read the template) before the slow model load.
     let settings = args.judge.config().validate()?;
+    if let Some(engine) = args.engine.engine()? {
+        tracing::info!(urls = ?args.engine.engine_urls, judge = %settings.describe(), "judging on the engine");
+        let mut judge = LlmJudge::new(engine, settings);
+        return judge_all(&args, &mut judge, records, &items);
+    }
     let spec = args
         .model
         .as_deref()

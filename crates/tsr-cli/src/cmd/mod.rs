@@ -4,6 +4,7 @@ pub mod data;
 pub mod doctor;
 pub mod eft;
 pub mod eval;
+pub mod export_gguf;
 pub mod generate;
 pub mod iterate;
 pub mod judge;
@@ -17,6 +18,44 @@ pub mod train_dpo;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+
+/// Where `tsr generate` and `tsr judge` run the model: an OpenAI-compatible server (a llama.cpp
+/// server, vLLM, SGLang) instead of the local libtorch engine.
+#[derive(clap::Args, Debug, Default)]
+pub struct EngineArgs {
+    /// Base URL of an OpenAI-compatible server to sample (and judge) on instead of loading a
+    /// model here, e.g. http://127.0.0.1:8080; repeat for replicas of one model. Sampling
+    /// follows the server's own implementation, so samples differ from the local engine's.
+    #[arg(long = "engine-url", value_name = "URL")]
+    pub engine_urls: Vec<String>,
+    /// The `model` name sent to the server [default: the first one it lists in /v1/models].
+    #[arg(long = "engine-model", value_name = "NAME", requires = "engine_urls")]
+    pub engine_model: Option<String>,
+    /// Name of the environment variable that holds the server's API key (the key itself is
+    /// never logged or written).
+    #[arg(long = "engine-api-key-env", value_name = "VAR", requires = "engine_urls")]
+    pub engine_api_key_env: Option<String>,
+    /// Requests in flight per server URL.
+    #[arg(long = "engine-max-in-flight", default_value_t = 4, requires = "engine_urls")]
+    pub engine_max_in_flight: usize,
+}
+
+impl EngineArgs {
+    /// The remote engine, when a URL was given.
+    pub fn engine(&self) -> Result<Option<tsr_judge::OpenAiEngine>> {
+        if self.engine_urls.is_empty() {
+            return Ok(None);
+        }
+        let config = tsr_judge::RemoteConfig {
+            urls: self.engine_urls.clone(),
+            model: self.engine_model.clone(),
+            api_key_env: self.engine_api_key_env.clone(),
+            max_in_flight: self.engine_max_in_flight,
+            ..tsr_judge::RemoteConfig::default()
+        };
+        Ok(Some(tsr_judge::OpenAiEngine::new(&config)?))
+    }
+}
 
 /// Reads a training configuration from a TOML file: the `[section]` table when there is one,
 /// else the whole file. No file: the defaults.

@@ -4,6 +4,7 @@
 mod decoder;
 mod errors;
 mod gguf;
+mod gguf_export;
 mod save;
 mod tokenizer;
 
