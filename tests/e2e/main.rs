@@ -2,6 +2,7 @@
 
 mod doctor;
 mod eft;
+mod engine;
 mod eval;
 mod faults;
 mod generate;

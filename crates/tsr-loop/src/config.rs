@@ -112,7 +112,129 @@ impl Default for LoopSection {
     }
 }
 
-/// Written by tsr into the run directory's copy of the configuration.
+/// Where a role of the loop runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// In this process (the CLI's libtorch backend).
+    #[default]
+    Local,
+    /// On OpenAI-compatible servers (`[backend.openai]`), started per model by `[backend.serve]`.
+    Openai,
+}
+
+/// `[backend]`: where sampling and judging run. Training and the hidden-state similarity stay
+/// local. Absent: everything local.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSection {
+    /// Every sampling stage: the policy's pool, `M_0`'s pool, the future model's pool and the
+    /// evaluation answers.
+    pub generate: Place,
+    /// Every judging stage (the current model as the judge).
+    pub judge: Place,
+    /// The servers and client limits (tsr-judge's `RemoteConfig`). `urls` may be left empty
+    /// when `serve.command` takes a `{port}`: tsr then picks a free local port.
+    pub openai: tsr_judge::RemoteConfig,
+    /// How tsr puts each model on the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSection>,
+}
+
+impl BackendSection {
+    /// Whether any role runs on a server.
+    pub fn uses_engine(&self) -> bool {
+        self.generate == Place::Openai || self.judge == Place::Openai
+    }
+}
+
+/// `[backend.serve]`: a command that serves one model. Before a stage needs a model that is not
+/// on the server, tsr stops the server it started (if any), writes the model as GGUF when
+/// `gguf` asks for it, runs the command and waits until `GET /health` answers 200.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSection {
+    /// Run with `sh -c "exec COMMAND"`; `{gguf}` is the model's GGUF file, `{model}` its folder
+    /// or spec, `{port}` a free local port (the server's URL is then `http://127.0.0.1:{port}`).
+    /// Its stdin is a pipe from tsr that closes when tsr exits (a server that stops on EOF dies
+    /// with tsr even after kill -9); its output goes to `engine/server.log` in the run folder.
+    pub command: String,
+    /// The GGUF weight type written for `{gguf}`: `f32`, `f16`, `q8_0`, or `none` (no export;
+    /// the command loads `{model}` itself, as vLLM and SGLang do).
+    pub gguf: String,
+    /// How long a started server may take to answer `/health`, in seconds.
+    pub ready_timeout_s: f64,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        Self {
+            command: String::new(),
+            gguf: "f16".into(),
+            ready_timeout_s: 300.0,
+        }
+    }
+}
+
+impl BackendSection {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let Some(serve) = &self.serve else {
+            if self.openai.urls.is_empty() {
+                return Err(
+                    "[backend] runs a role on `openai` but names no server: set \
+                            backend.openai.urls, or backend.serve.command with a {port}"
+                        .into(),
+                );
+            }
+            return self
+                .openai
+                .validate()
+                .map(drop)
+                .map_err(|e| format!("backend.openai: {e}"));
+        };
+        let c = &serve.command;
+        if c.trim().is_empty() {
+            return Err("backend.serve.command is empty".into());
+        }
+        if !["f32", "f16", "q8_0", "none"].contains(&serve.gguf.as_str()) {
+            return Err(format!(
+                "backend.serve.gguf = {:?}: use f32, f16, q8_0 or none",
+                serve.gguf
+            ));
+        }
+        if !c.contains("{gguf}") && !c.contains("{model}") {
+            return Err(
+                "backend.serve.command uses neither {gguf} nor {model}: the server \
+                        would not know which model to load"
+                    .into(),
+            );
+        }
+        if c.contains("{gguf}") && serve.gguf == "none" {
+            return Err(
+                "backend.serve.command uses {gguf} but backend.serve.gguf = \"none\"".into(),
+            );
+        }
+        if !c.contains("{port}") && self.openai.urls.is_empty() {
+            return Err(
+                "backend.serve.command has no {port} and backend.openai.urls is empty: \
+                        tsr cannot know where the server listens"
+                    .into(),
+            );
+        }
+        if !(serve.ready_timeout_s.is_finite() && serve.ready_timeout_s > 0.0) {
+            return Err("backend.serve.ready_timeout_s must be a positive number".into());
+        }
+        let mut probe = self.openai.clone();
+        if probe.urls.is_empty() {
+            probe.urls = vec!["http://127.0.0.1:1".into()];
+        }
+        probe
+            .validate()
+            .map(drop)
+            .map_err(|e| format!("backend.openai: {e}"))
+    }
+}
+
 /// `[eval]`: after each iteration, answer held-out prompts with `M_{i+1}`, `M_i` and `M_0` and
 /// compare them pairwise with a judge model (win rates in both orders, see `tsr_judge::winrate`).
 /// Absent: no evaluation.
@@ -148,6 +270,7 @@ impl Default for EvalSection {
     }
 }
 
+/// Written by tsr into the run directory's copy of the configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resolved {
@@ -169,6 +292,8 @@ pub struct Config {
     pub dpo: toml::Table,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolved>,
 }
@@ -260,6 +385,9 @@ impl Config {
             if e.judge.trim().is_empty() {
                 return bad("eval.judge is empty (use `m0`, `current` or a model)".into());
             }
+        }
+        if let Some(b) = self.backend.as_ref().filter(|b| b.uses_engine()) {
+            b.validate().map_err(LoopError::Config)?;
         }
         if let Some(top_p) = self.judge.get("top_p").and_then(|v| v.as_float()) {
             if !(top_p > 0.0 && top_p <= 1.0) {

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod compare;
 pub mod config;
 pub mod defaults;
+pub mod engine;
 mod error;
 pub mod fake;
 pub mod fsio;
@@ -25,7 +26,11 @@ pub mod seed_data;
 pub use backend::{
     Backend, Event, ModelRef, NoObserver, Observer, Provenance, TrainPair, TrainReport,
 };
-pub use config::{Config, EvalSection, FuturePrompts, LoopSection, Method, RunSection};
+pub use config::{
+    BackendSection, Config, EvalSection, FuturePrompts, LoopSection, Method, Place, RunSection,
+    ServeSection,
+};
+pub use engine::{EngineBackend, GgufExporter};
 pub use error::{error_chain, BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};
 pub use run::{Run, RunOutcome, RunState, Stage};

@@ -198,7 +198,9 @@ pub fn export_gguf(
             };
             if let Some(heads) = heads {
                 values = permute_rows(&values, &shape, heads).ok_or_else(|| {
-                    err(format!("{hf}: shape {shape:?} does not split into {heads} heads"))
+                    err(format!(
+                        "{hf}: shape {shape:?} does not split into {heads} heads"
+                    ))
                 })?;
             }
         }
@@ -267,7 +269,10 @@ fn tokenizer_metadata(
         Ok(id as usize)
     };
     for (text, id) in vocab {
-        place(id.as_u64().ok_or("a vocabulary id is not an integer")?, text)?;
+        place(
+            id.as_u64().ok_or("a vocabulary id is not an integer")?,
+            text,
+        )?;
     }
     for t in json["added_tokens"].as_array().into_iter().flatten() {
         let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
@@ -595,7 +600,10 @@ mod tests {
             let d = half::f16::from_f32(amax / 127.0).to_f32();
             // Half a step, plus up to 127 times the scale's f16 rounding (2^-11 relative).
             for (a, b) in orig.iter().zip(deq) {
-                assert!((a - b).abs() <= 0.5 * d + 127.0 * d / 2048.0, "block {block}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 0.5 * d + 127.0 * d / 2048.0,
+                    "block {block}: {a} vs {b}"
+                );
             }
             // The largest value maps to +-127.
             assert!(q[block * 34 + 2..block * 34 + 34]
@@ -610,6 +618,9 @@ mod tests {
     fn export_types_parse() {
         assert_eq!("Q8_0".parse::<ExportType>().unwrap(), ExportType::Q8_0);
         assert_eq!("f16".parse::<ExportType>().unwrap(), ExportType::F16);
-        assert!("q4_k".parse::<ExportType>().unwrap_err().contains("f32, f16 or q8_0"));
+        assert!("q4_k"
+            .parse::<ExportType>()
+            .unwrap_err()
+            .contains("f32, f16 or q8_0"));
     }
 }

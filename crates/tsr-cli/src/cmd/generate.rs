@@ -20,7 +20,11 @@ use tsr_sample::{Sampler, SamplerOptions};
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompts"])))]
 pub struct Args {
     /// Built-in model name, Hugging Face directory, or .gguf file.
-    #[arg(long, required_unless_present = "engine_urls", conflicts_with = "engine_urls")]
+    #[arg(
+        long,
+        required_unless_present = "engine_urls",
+        conflicts_with = "engine_urls"
+    )]
     model: Option<String>,
     #[command(flatten)]
     engine: super::EngineArgs,
@@ -185,7 +189,10 @@ pub fn run(args: Args) -> Result<()> {
             &mut remote
         }
         None => {
-            let spec = args.model.as_deref().context("--model or --engine-url is required")?;
+            let spec = args
+                .model
+                .as_deref()
+                .context("--model or --engine-url is required")?;
             let device = parse_device(&args.device)?;
             loaded = load(
                 spec,

@@ -74,8 +74,30 @@ pub fn run(args: Args) -> Result<()> {
         if args.hash_judge {
             tracing::warn!("--hash-judge: scores come from a hash, not from the model");
         }
-        let mut b = TorchBackend::new(settings);
-        run.execute(&mut b, &mut obs)
+        let judge = settings.judge.clone();
+        let b = TorchBackend::new(settings);
+        match cfg.backend.clone().filter(|s| s.uses_engine()) {
+            None => {
+                let mut b = b;
+                run.execute(&mut b, &mut obs)
+            }
+            Some(section) => {
+                anyhow::ensure!(
+                    !(args.hash_judge && section.judge == tsr_loop::Place::Openai),
+                    "--hash-judge replaces the judge, but [backend] judge = \"openai\" puts it on \
+                     the server: drop one of them"
+                );
+                let mut b = tsr_loop::EngineBackend::new(
+                    b,
+                    section,
+                    judge,
+                    run.dir(),
+                    Some(Box::new(export_for_engine)),
+                )
+                .map_err(anyhow::Error::from_boxed)?;
+                run.execute(&mut b, &mut obs)
+            }
+        }
     };
     obs.finish();
     let outcome = outcome.with_context(|| {
@@ -85,6 +107,24 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     print_summary(&outcome, t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes a model of the run as GGUF for `[backend.serve]` (loaded on the CPU in f32).
+fn export_for_engine(
+    m: &tsr_loop::ModelRef,
+    ty: &str,
+    path: &Path,
+) -> std::result::Result<(), tsr_loop::BackendError> {
+    let ty: tsr_model::gguf_export::ExportType = ty.parse()?;
+    let loaded =
+        tsr_model::load(&m.location, &tsr_model::LoadOptions::default()).with_context(|| {
+            format!(
+                "loading model {} ({}) to write its GGUF",
+                m.name, m.location
+            )
+        })?;
+    tsr_model::gguf_export::export_gguf(&loaded, path, ty, None)?;
     Ok(())
 }
 

@@ -33,10 +33,18 @@ pub struct EngineArgs {
     pub engine_model: Option<String>,
     /// Name of the environment variable that holds the server's API key (the key itself is
     /// never logged or written).
-    #[arg(long = "engine-api-key-env", value_name = "VAR", requires = "engine_urls")]
+    #[arg(
+        long = "engine-api-key-env",
+        value_name = "VAR",
+        requires = "engine_urls"
+    )]
     pub engine_api_key_env: Option<String>,
     /// Requests in flight per server URL.
-    #[arg(long = "engine-max-in-flight", default_value_t = 4, requires = "engine_urls")]
+    #[arg(
+        long = "engine-max-in-flight",
+        default_value_t = 4,
+        requires = "engine_urls"
+    )]
     pub engine_max_in_flight: usize,
 }
 

@@ -608,6 +608,18 @@ impl OpenAiEngine {
     }
 }
 
+/// Whether the server at `base_url` answers `GET /health` with status 200 within `timeout` (a
+/// llama.cpp server answers 503 while it loads the model; vLLM and SGLang answer 200 once ready).
+pub fn health_ok(base_url: &str, timeout: Duration) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/health", base_url.trim_end_matches('/'));
+    agent.get(&url).call().is_ok_and(|r| r.status() == 200)
+}
+
 /// At most 300 characters of an answer, for error messages.
 fn excerpt(text: &str) -> String {
     let t = text.trim();

@@ -1,5 +1,5 @@
 //! [`OpenAiEngine`] against a real llama.cpp server: the `xllamacpp` wheel serving the built-in
-//! SmolLM2-135M-Instruct GGUF on 127.0.0.1, started by `serve_llamacpp.py` beside this file.
+//! SmolLM2-135M-Instruct GGUF on 127.0.0.1, started by `docs/examples/engines/serve_llamacpp.py`.
 //!
 //! Needs a Python with `xllamacpp` (`TSR_ENGINE_PYTHON`, else the tsr cache's `venv-engines`)
 //! and the GGUF (`TSR_ENGINE_GGUF`, else the tsr home's built-in model): `cargo xtask engines`
@@ -92,7 +92,10 @@ impl Drop for Server {
 
 impl Server {
     fn start(python: &PathBuf, gguf: &PathBuf) -> Server {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/serve_llamacpp.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/examples/engines/serve_llamacpp.py"
+        );
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(python)
             .arg(script)

@@ -56,7 +56,10 @@ fn exports_read_back_through_the_gguf_loader() {
             assert_eq!(c1, c2, "{name} {ty:?}");
             let got = logits(&back.model, &ids);
             let diff = max_abs_diff(&want, &got);
-            assert!(diff <= tol, "{name} {ty:?}: logits differ by {diff} (tolerance {tol})");
+            assert!(
+                diff <= tol,
+                "{name} {ty:?}: logits differ by {diff} (tolerance {tol})"
+            );
             if ty != ExportType::F32 {
                 assert!(diff > 0.0, "{name} {ty:?}: rounding changed nothing?");
             }
@@ -67,7 +70,10 @@ fn exports_read_back_through_the_gguf_loader() {
                     "{name}: {text:?}"
                 );
             }
-            assert_eq!(src.tokenizer.chat_template(), back.tokenizer.chat_template());
+            assert_eq!(
+                src.tokenizer.chat_template(),
+                back.tokenizer.chat_template()
+            );
             assert_eq!(src.tokenizer.eos_ids(), back.tokenizer.eos_ids());
             let file = GgufFile::open(&out).unwrap();
             let types: Vec<String> = file.tensors().iter().map(|t| t.ty.name()).collect();
@@ -112,7 +118,9 @@ fn unknown_pre_tokenizers_are_errors() {
     let src = load(model.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.gguf");
-    let e = export_gguf(&src, &out, ExportType::F32, None).unwrap_err().to_string();
+    let e = export_gguf(&src, &out, ExportType::F32, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("matches none") && e.contains("--pre"), "{e}");
     assert!(!out.exists());
     let e = export_gguf(&src, &out, ExportType::F32, Some("nonsense"))

@@ -1,11 +1,16 @@
-"""Serve a GGUF with llama.cpp's HTTP server (the `xllamacpp` wheel) on 127.0.0.1, for tests.
+"""Serve a GGUF with llama.cpp's HTTP server (the `xllamacpp` wheel) on 127.0.0.1.
 
-Usage: python serve_llamacpp.py MODEL.gguf [--parallel 4] [--threads 2] [--ctx-per-slot 2048]
+Usage: python serve_llamacpp.py MODEL.gguf [--port 0] [--parallel 4] [--threads 2]
+                                [--ctx-per-slot 2048] [--seed 42]
 
-Prints one line `listening http://127.0.0.1:PORT` (port picked by the OS) once the model is
-loaded, then serves until it gets SIGTERM/SIGINT or its stdin closes (so the server dies with the
-test process that started it, even when that process is killed).
-Installed by `cargo xtask engines` (also part of `cargo xtask test`).
+Prints one line `listening http://127.0.0.1:PORT` once the model is loaded (`--port 0`: a port
+picked by the OS), then serves until it gets SIGTERM/SIGINT or its stdin closes, so the server
+dies with the process that started it (a test, or `tsr iterate` through `[backend.serve]`), even
+when that process is killed with SIGKILL.
+
+The tests use it (xllamacpp is installed by `cargo xtask engines`, also part of `cargo xtask
+test`), and it serves as the `[backend.serve]` command of docs/scaling.md:
+    command = "PYTHON docs/examples/engines/serve_llamacpp.py {gguf} --port {port}"
 """
 
 import argparse
@@ -18,6 +23,7 @@ import threading
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
+    ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx-per-slot", type=int, default=2048)
@@ -29,7 +35,7 @@ def main():
     p = xlc.CommonParams()
     p.model.path = a.model
     p.hostnames = ["127.0.0.1"]
-    p.port = 0
+    p.port = a.port
     p.n_parallel = a.parallel
     p.n_ctx = a.ctx_per_slot * a.parallel  # the context is split across the slots
     p.cpuparams.n_threads = a.threads
