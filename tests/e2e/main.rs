@@ -11,6 +11,7 @@ mod iterate;
 mod judge;
 mod logprobs;
 mod sft;
+mod trainer;
 mod training;
 
 use std::process::Command;

@@ -161,6 +161,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         t.env("TSR_ENGINE_PYTHON", &env.python)
             .env("TSR_ENGINE_GGUF", &env.gguf);
     }
+    // The TRL command-trainer test (tests/e2e/trainer.rs) runs the reference environment's TRL.
+    if std::env::var("TSR_SKIP_REFERENCE_TESTS").as_deref() == Ok("1") {
+        println!("xtask: TSR_SKIP_REFERENCE_TESTS=1: the TRL trainer test skips");
+    } else {
+        let python = setup::reference(root).context(
+            "installing the Python reference packages for the TRL trainer test (set \
+             TSR_SKIP_REFERENCE_TESTS=1 to skip that test)",
+        )?;
+        t.env("TSR_REFERENCE_PYTHON", &python);
+    }
     if !extra.is_empty() {
         t.arg("--").args(extra);
     }

@@ -133,18 +133,53 @@ pub struct BackendSection {
     pub generate: Place,
     /// Every judging stage (the current model as the judge).
     pub judge: Place,
+    /// DPO training: `local` (tsr-dpo), or `command` (`[backend.trainer]`, e.g. TRL).
+    pub train: TrainPlace,
     /// The servers and client limits (tsr-judge's `RemoteConfig`). `urls` may be left empty
     /// when `serve.command` takes a `{port}`: tsr then picks a free local port.
     pub openai: tsr_judge::RemoteConfig,
     /// How tsr puts each model on the server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeSection>,
+    /// The external trainer of `train = "command"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<TrainerSection>,
+}
+
+/// Where DPO training runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainPlace {
+    /// tsr-dpo in this process.
+    #[default]
+    Local,
+    /// An external command (`[backend.trainer]`): TRL, OpenRLHF, a cluster job.
+    Command,
+}
+
+/// `[backend.trainer]`: a command that trains one DPO stage. tsr writes the stage's pairs as
+/// TRL's conversational `prompt/chosen/rejected` JSON lines, the init model as a Hugging Face
+/// folder (when it is not one already) and the run's resolved `[dpo]` settings as JSON, runs
+/// `sh -c "exec COMMAND"` with `{init}`, `{data}`, `{settings}`, `{out}`, `{metrics}` and
+/// `{seed}` filled in, checks its exit status, and loads `{out}` to check that it is a model.
+/// `{metrics}` is where the command writes `{"log_history": [...], "tokens": N}` (TRL's logs;
+/// see docs/examples/engines/trl_dpo.py). A killed or failed command leaves no model: the stage
+/// runs it again.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerSection {
+    pub command: String,
 }
 
 impl BackendSection {
     /// Whether any role runs on a server.
     pub fn uses_engine(&self) -> bool {
         self.generate == Place::Openai || self.judge == Place::Openai
+    }
+
+    /// Whether anything runs outside tsr's local backend.
+    pub fn is_external(&self) -> bool {
+        self.uses_engine() || self.train == TrainPlace::Command
     }
 }
 
@@ -178,6 +213,27 @@ impl Default for ServeSection {
 
 impl BackendSection {
     fn validate(&self) -> std::result::Result<(), String> {
+        if self.train == TrainPlace::Command {
+            let c = self
+                .trainer
+                .as_ref()
+                .map(|t| t.command.trim())
+                .unwrap_or("");
+            if c.is_empty() {
+                return Err("[backend] train = \"command\" needs backend.trainer.command".into());
+            }
+            for p in ["{init}", "{data}", "{out}"] {
+                if !c.contains(p) {
+                    return Err(format!(
+                        "backend.trainer.command does not use {p}: the trainer would not know \
+                         its init model, its pairs or where to write the model"
+                    ));
+                }
+            }
+        }
+        if !self.uses_engine() {
+            return Ok(());
+        }
         let Some(serve) = &self.serve else {
             if self.openai.urls.is_empty() {
                 return Err(
@@ -386,7 +442,7 @@ impl Config {
                 return bad("eval.judge is empty (use `m0`, `current` or a model)".into());
             }
         }
-        if let Some(b) = self.backend.as_ref().filter(|b| b.uses_engine()) {
+        if let Some(b) = self.backend.as_ref() {
             b.validate().map_err(LoopError::Config)?;
         }
         if let Some(top_p) = self.judge.get("top_p").and_then(|v| v.as_float()) {

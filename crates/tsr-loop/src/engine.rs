@@ -3,8 +3,8 @@
 //!
 //! [`EngineBackend`] wraps the local backend. A stage that runs on the engine names its model
 //! (`M_0`, `M_i`, the future model); when that model is not the one on the server, the backend
-//! stops the server it started, writes the model as GGUF through the [`GgufExporter`] the
-//! caller provides (tsr-loop has no model code), starts `[backend.serve].command` for it and
+//! stops the server it started, writes the model as GGUF through the [`ModelFiles`] the caller
+//! provides (tsr-loop has no model code), starts `[backend.serve].command` for it and
 //! waits for `GET /health`. Every start is recorded in `engine/served.jsonl` of the run folder
 //! with the model, its GGUF file and that file's SHA-256, so a run folder says which weights each
 //! server stage used. A resumed run starts with no server of its own and serves the model of the
@@ -13,6 +13,10 @@
 //! GGUF files are kept in `engine/` under a name that includes a fingerprint of the model folder
 //! (its `config.json` and the names, sizes and modification times of its weight files), each
 //! with a `.sha256` file written after it; a file whose digest does not match is written again.
+//!
+//! With `[backend] train = "command"`, each DPO stage is trained by an external command (TRL
+//! under `accelerate launch`, for example; see [`crate::TrainerSection`]) instead of the local
+//! backend; its output is loaded to check it before the loop goes on.
 //!
 //! Without `[backend.serve]`, the servers in `[backend.openai]` are the user's: they must serve
 //! `M_0`, and a stage that needs another model fails with an error saying so.
@@ -32,12 +36,20 @@ use tsr_judge::{
 };
 
 use crate::backend::{Backend, ModelRef, Provenance, TrainPair, TrainReport};
-use crate::config::{BackendSection, Place, ServeSection};
+use crate::config::{BackendSection, Place, ServeSection, TrainPlace};
 use crate::error::BackendError;
 
-/// Writes model `m` as a GGUF file of weight type `ty` (`f32`, `f16`, `q8_0`) at `path`,
-/// atomically (a reader never sees half a file).
-pub type GgufExporter = Box<dyn FnMut(&ModelRef, &str, &Path) -> Result<(), BackendError> + Send>;
+/// The model-file work the engine backend needs and tsr-loop cannot do itself (it has no model
+/// code): the CLI implements it with tsr-model.
+pub trait ModelFiles {
+    /// Writes model `m` as a GGUF file of weight type `ty` (`f32`, `f16`, `q8_0`) at `path`,
+    /// atomically (a reader never sees half a file).
+    fn write_gguf(&mut self, m: &ModelRef, ty: &str, path: &Path) -> Result<(), BackendError>;
+    /// Writes model `m` as a Hugging Face folder `dir` (for an external trainer).
+    fn write_hf(&mut self, m: &ModelRef, dir: &Path) -> Result<(), BackendError>;
+    /// Fails unless `dir` holds a model that loads.
+    fn check_model(&mut self, dir: &Path) -> Result<(), BackendError>;
+}
 
 /// The server tsr started, and the model on it.
 struct Served {
@@ -52,7 +64,8 @@ pub struct EngineBackend<B> {
     section: BackendSection,
     judge: JudgeSettings,
     dir: PathBuf,
-    export: Option<GgufExporter>,
+    dpo: serde_json::Value,
+    files: Box<dyn ModelFiles>,
     served: Option<Served>,
 }
 
@@ -89,33 +102,28 @@ fn err(msg: String) -> BackendError {
 }
 
 impl<B: Backend> EngineBackend<B> {
-    /// `local` trains and measures similarity (and samples or judges when its role is
-    /// `local`); `judge` are the judge settings of the run (`[judge]`); `run_dir` the run folder
-    /// (`engine/` in it holds GGUF files, the server log and `served.jsonl`); `export` writes
-    /// GGUF files (needed when `[backend.serve].gguf` is not `none`).
+    /// `local` measures similarity (and samples, judges or trains when that role is `local`);
+    /// `judge` are the judge settings of the run (`[judge]`); `dpo` its resolved `[dpo]`
+    /// settings (handed to an external trainer); `run_dir` the run folder (`engine/` in it holds
+    /// GGUF files, the server and trainer logs and `served.jsonl`); `files` writes and checks
+    /// model files.
     pub fn new(
         local: B,
         section: BackendSection,
         judge: JudgeSettings,
+        dpo: serde_json::Value,
         run_dir: &Path,
-        export: Option<GgufExporter>,
-    ) -> Result<Self, BackendError> {
-        if let Some(serve) = &section.serve {
-            if serve.gguf != "none" && export.is_none() {
-                return Err(err(format!(
-                    "backend.serve.gguf = {:?} but this backend cannot write GGUF files",
-                    serve.gguf
-                )));
-            }
-        }
-        Ok(Self {
+        files: Box<dyn ModelFiles>,
+    ) -> Self {
+        Self {
             local,
             section,
             judge,
+            dpo,
             dir: run_dir.join("engine"),
-            export,
+            files,
             served: None,
-        })
+        }
     }
 
     /// The local backend.
@@ -213,8 +221,7 @@ impl<B: Backend> EngineBackend<B> {
             tracing::warn!(path = %path.display(), "GGUF file does not match its recorded digest; writing it again");
         }
         tracing::info!(model = %m.name, path = %path.display(), "writing GGUF for the server");
-        let export = self.export.as_mut().expect("checked in new()");
-        export(m, ty, &path)?;
+        self.files.write_gguf(m, ty, &path)?;
         let sum = sha256_file(&path)?;
         crate::fsio::write_atomic(&sum_path, |w| writeln!(w, "{sum}"))
             .map_err(|e| err(e.to_string()))?;
@@ -311,6 +318,145 @@ impl<B: Backend> EngineBackend<B> {
             .map_err(|e| err(format!("{}: {e}", path.display())))?;
         Ok(())
     }
+}
+
+impl<B: Backend> EngineBackend<B> {
+    /// One DPO stage by `[backend.trainer].command` (see [`crate::TrainerSection`]).
+    fn train_command(
+        &mut self,
+        init: &ModelRef,
+        pairs: &[TrainPair],
+        out_dir: &Path,
+        seed: u64,
+    ) -> Result<TrainReport, BackendError> {
+        let template = self
+            .section
+            .trainer
+            .as_ref()
+            .map(|t| t.command.clone())
+            .unwrap_or_default();
+        let io = |p: &Path, e: std::io::Error| err(format!("{}: {e}", p.display()));
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| io(p, e));
+        // A fresh work folder and an empty output folder: a killed earlier attempt left at most
+        // files that are never read.
+        let work = abs(&out_dir.with_extension("trainer-work"))?;
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(|e| io(&work, e))?;
+        }
+        std::fs::create_dir_all(&work).map_err(|e| io(&work, e))?;
+        if out_dir.exists() {
+            std::fs::remove_dir_all(out_dir).map_err(|e| io(out_dir, e))?;
+        }
+        std::fs::create_dir_all(out_dir).map_err(|e| io(out_dir, e))?;
+        let out = abs(out_dir)?;
+        let init_dir = if Path::new(&init.location).join("config.json").is_file() {
+            abs(Path::new(&init.location))?
+        } else {
+            let d = work.join("init");
+            self.files.write_hf(init, &d)?;
+            d
+        };
+        let data = work.join("pairs.jsonl");
+        let settings = work.join("dpo.json");
+        let metrics = work.join("metrics.json");
+        crate::fsio::write_atomic(&data, |w| {
+            for p in pairs {
+                let row = json!({
+                    "prompt": [{"role": "user", "content": p.prompt}],
+                    "chosen": [{"role": "assistant", "content": p.chosen}],
+                    "rejected": [{"role": "assistant", "content": p.rejected}],
+                });
+                writeln!(w, "{row}")?;
+            }
+            Ok(())
+        })
+        .map_err(|e| err(e.to_string()))?;
+        let mut dpo = self.dpo.clone();
+        if let Some(o) = dpo.as_object_mut() {
+            o.insert("seed".into(), json!(seed));
+        }
+        crate::fsio::write_atomic(&settings, |w| writeln!(w, "{dpo}"))
+            .map_err(|e| err(e.to_string()))?;
+        let command = template
+            .replace("{init}", &init_dir.display().to_string())
+            .replace("{data}", &data.display().to_string())
+            .replace("{settings}", &settings.display().to_string())
+            .replace("{out}", &out.display().to_string())
+            .replace("{metrics}", &metrics.display().to_string())
+            .replace("{seed}", &seed.to_string());
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let log_path = self.dir.join("trainer.log");
+        let open_log = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| io(&log_path, e))
+        };
+        let _ = writeln!(open_log()?, "--- tsr: {command}");
+        tracing::info!(init = %init.name, pairs = pairs.len(), %command, "training with the trainer command");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec {command}"))
+            .stdin(Stdio::null())
+            .stdout(open_log()?)
+            .stderr(open_log()?)
+            .status()
+            .map_err(|e| err(format!("cannot run the trainer command `{command}`: {e}")))?;
+        if !status.success() {
+            return Err(err(format!(
+                "the trainer command `{command}` failed ({status}); {} ends:\n{}",
+                log_path.display(),
+                log_tail(&log_path)
+            )));
+        }
+        self.files.check_model(&out).map_err(|e| {
+            err(format!(
+                "the trainer command `{command}` succeeded but {} is not a model: {e}",
+                out.display()
+            ))
+        })?;
+        let report = read_trainer_metrics(&metrics, pairs.len(), &self.dpo)?;
+        std::fs::remove_dir_all(&work).map_err(|e| io(&work, e))?;
+        Ok(report)
+    }
+}
+
+/// The [`TrainReport`] of an external trainer's metrics file (TRL's `log_history`).
+fn read_trainer_metrics(
+    path: &Path,
+    pairs: usize,
+    dpo: &serde_json::Value,
+) -> Result<TrainReport, BackendError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "the trainer wrote no metrics file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| err(format!("{}: not JSON: {e}", path.display())))?;
+    // The per-step entries (the closing summary has `train_runtime` and no `step` loss).
+    let steps_log: Vec<serde_json::Value> = v["log_history"]
+        .as_array()
+        .ok_or_else(|| err(format!("{}: no log_history list", path.display())))?
+        .iter()
+        .filter(|e| e.get("loss").is_some() && e.get("step").is_some())
+        .cloned()
+        .collect();
+    let last = steps_log.last();
+    Ok(TrainReport {
+        pairs,
+        epochs: dpo["epochs"].as_u64().unwrap_or(1) as usize,
+        steps: last.and_then(|l| l["step"].as_u64()).unwrap_or(0) as usize,
+        tokens: v["tokens"].as_u64().unwrap_or(0),
+        reward_margin: TrainReport::last_epoch_mean(&steps_log, "rewards/margins"),
+        reward_accuracy: TrainReport::last_epoch_mean(&steps_log, "rewards/accuracies"),
+        final_loss: last.and_then(|l| l["loss"].as_f64()),
+        sampled_ids: false,
+        truncated_completions: None,
+        steps_log,
+    })
 }
 
 /// The command with `{gguf}`, `{model}` and `{port}` filled in.
@@ -425,7 +571,10 @@ impl<B: Backend> Backend for EngineBackend<B> {
         out_dir: &Path,
         seed: u64,
     ) -> Result<TrainReport, BackendError> {
-        self.local.train_dpo(init, pairs, out_dir, seed)
+        match self.section.train {
+            TrainPlace::Local => self.local.train_dpo(init, pairs, out_dir, seed),
+            TrainPlace::Command => self.train_command(init, pairs, out_dir, seed),
+        }
     }
 
     fn representation_similarity(
@@ -461,11 +610,19 @@ impl<B: Backend> Backend for EngineBackend<B> {
             Some(_) => "served per model by the serve command".to_string(),
             None => format!("at {}", self.section.openai.urls.join(", ")),
         };
-        p.backend = format!(
-            "{}; {} on OpenAI-compatible server(s), {how} (engine/served.jsonl)",
-            p.backend,
-            roles.join(" and ")
-        );
+        if !roles.is_empty() {
+            p.backend = format!(
+                "{}; {} on OpenAI-compatible server(s), {how} (engine/served.jsonl)",
+                p.backend,
+                roles.join(" and ")
+            );
+        }
+        if let (TrainPlace::Command, Some(t)) = (self.section.train, &self.section.trainer) {
+            p.backend = format!(
+                "{}; DPO trained by the command `{}` (engine/trainer.log)",
+                p.backend, t.command
+            );
+        }
         if self.section.judge == Place::Openai {
             p.judge = format!("{} (on the server)", self.judge.describe());
         }

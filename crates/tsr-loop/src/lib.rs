@@ -28,9 +28,9 @@ pub use backend::{
 };
 pub use config::{
     BackendSection, Config, EvalSection, FuturePrompts, LoopSection, Method, Place, RunSection,
-    ServeSection,
+    ServeSection, TrainPlace, TrainerSection,
 };
-pub use engine::{EngineBackend, GgufExporter};
+pub use engine::{EngineBackend, ModelFiles};
 pub use error::{error_chain, BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};
 pub use run::{Run, RunOutcome, RunState, Stage};

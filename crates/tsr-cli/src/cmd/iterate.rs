@@ -75,8 +75,9 @@ pub fn run(args: Args) -> Result<()> {
             tracing::warn!("--hash-judge: scores come from a hash, not from the model");
         }
         let judge = settings.judge.clone();
+        let dpo = serde_json::to_value(&settings.dpo)?;
         let b = TorchBackend::new(settings);
-        match cfg.backend.clone().filter(|s| s.uses_engine()) {
+        match cfg.backend.clone().filter(|s| s.is_external()) {
             None => {
                 let mut b = b;
                 run.execute(&mut b, &mut obs)
@@ -91,10 +92,10 @@ pub fn run(args: Args) -> Result<()> {
                     b,
                     section,
                     judge,
+                    dpo,
                     run.dir(),
-                    Some(Box::new(export_for_engine)),
-                )
-                .map_err(anyhow::Error::from_boxed)?;
+                    Box::new(TorchModelFiles),
+                );
                 run.execute(&mut b, &mut obs)
             }
         }
@@ -110,22 +111,43 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Writes a model of the run as GGUF for `[backend.serve]` (loaded on the CPU in f32).
-fn export_for_engine(
-    m: &tsr_loop::ModelRef,
-    ty: &str,
-    path: &Path,
-) -> std::result::Result<(), tsr_loop::BackendError> {
-    let ty: tsr_model::gguf_export::ExportType = ty.parse()?;
-    let loaded =
-        tsr_model::load(&m.location, &tsr_model::LoadOptions::default()).with_context(|| {
-            format!(
-                "loading model {} ({}) to write its GGUF",
-                m.name, m.location
-            )
-        })?;
-    tsr_model::gguf_export::export_gguf(&loaded, path, ty, None)?;
-    Ok(())
+/// Model files for `[backend]`: GGUF for the serve command, HF folders for the trainer command.
+struct TorchModelFiles;
+
+fn load_cpu(m: &tsr_loop::ModelRef) -> Result<tsr_model::Loaded> {
+    tsr_model::load(&m.location, &tsr_model::LoadOptions::default())
+        .with_context(|| format!("loading model {} ({})", m.name, m.location))
+}
+
+impl tsr_loop::ModelFiles for TorchModelFiles {
+    fn write_gguf(
+        &mut self,
+        m: &tsr_loop::ModelRef,
+        ty: &str,
+        path: &Path,
+    ) -> std::result::Result<(), tsr_loop::BackendError> {
+        let ty: tsr_model::gguf_export::ExportType = ty.parse()?;
+        tsr_model::gguf_export::export_gguf(&load_cpu(m)?, path, ty, None)?;
+        Ok(())
+    }
+
+    fn write_hf(
+        &mut self,
+        m: &tsr_loop::ModelRef,
+        dir: &Path,
+    ) -> std::result::Result<(), tsr_loop::BackendError> {
+        let l = load_cpu(m)?;
+        l.model.save_hf(dir, &l.tokenizer, &l.generation)?;
+        Ok(())
+    }
+
+    fn check_model(&mut self, dir: &Path) -> std::result::Result<(), tsr_loop::BackendError> {
+        let spec = dir
+            .to_str()
+            .context("a model folder path that is not UTF-8")?;
+        tsr_model::load(spec, &tsr_model::LoadOptions::default())?;
+        Ok(())
+    }
 }
 
 fn open_or_create(args: &Args) -> Result<Run> {
