@@ -251,6 +251,9 @@ fn bench(root: &Path, filter: Option<&str>) -> Result<()> {
     let mut cmd = cargo(root);
     cmd.args(["bench", "--workspace", "--profile", "dev"]);
     cmd.env("TSR_REFERENCE_PYTHON", &python);
+    // The llama.cpp server of the `engine` benchmark.
+    let engines = setup::engines()?;
+    cmd.env("TSR_ENGINE_PYTHON", &engines.python);
     if let Some(f) = filter {
         cmd.args(["--bench", f]);
     }
