@@ -541,7 +541,7 @@ impl<B: Backend> Backend for EngineBackend<B> {
         if self.section.generate == Place::Local {
             return self.local.generate(model, requests, params);
         }
-        Ok(self.engine_for(model)?.generate(requests, params)?)
+        self.engine_for(model)?.generate(requests, params)
     }
 
     fn judge(

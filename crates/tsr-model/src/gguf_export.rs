@@ -207,7 +207,9 @@ pub fn export_gguf(
         let cols = *shape.last().unwrap_or(&1);
         let (ty_id, data) = match (ty, shape.len()) {
             (ExportType::F32, _) | (_, 0 | 1) => (GGML_F32, f32_bytes(&values)),
-            (ExportType::Q8_0, _) if cols % QK8_0 == 0 => (GGML_Q8_0, quantize_q8_0(&values)),
+            (ExportType::Q8_0, _) if cols.is_multiple_of(QK8_0) => {
+                (GGML_Q8_0, quantize_q8_0(&values))
+            }
             (ExportType::F16 | ExportType::Q8_0, _) => (GGML_F16, f16_bytes(&values)),
         };
         tensors.push(Out {
