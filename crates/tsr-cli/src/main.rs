@@ -1,7 +1,6 @@
 //! `tsr`: the command-line driver. Argument parsing and wiring only; the work lives in the
 //! library crates. One module per subcommand under `cmd/`.
 
-mod backend;
 mod cmd;
 mod logging;
 

@@ -1,5 +1,5 @@
 //! `tsr iterate`: run Self-Rewarding / Temporal Self-Rewarding iterations (tsr-loop) with real
-//! models (the libtorch backend in `crate::backend`).
+//! models (the libtorch backend of tsr-backend).
 //!
 //! `tsr iterate --config run.toml [--iterations N] [--run-dir DIR]` starts a run;
 //! `tsr iterate --resume DIR [--iterations N]` continues one after a crash (or extends it);
@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use tsr_loop::{Config, Event, Observer, Run, RunOutcome};
 
-use crate::backend::{TorchBackend, TorchSettings};
+use tsr_backend::TorchSettings;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -69,36 +69,8 @@ pub fn run(args: Args) -> Result<()> {
         run.execute(&mut b, &mut obs)
     } else {
         let device = tsr_model::parse_device(&args.device)?;
-        let mut settings = TorchSettings::from_config(&cfg, device)?;
-        settings.hash_judge = args.hash_judge;
-        if args.hash_judge {
-            tracing::warn!("--hash-judge: scores come from a hash, not from the model");
-        }
-        let judge = settings.judge.clone();
-        let dpo = serde_json::to_value(&settings.dpo)?;
-        let b = TorchBackend::new(settings);
-        match cfg.backend.clone().filter(|s| s.is_external()) {
-            None => {
-                let mut b = b;
-                run.execute(&mut b, &mut obs)
-            }
-            Some(section) => {
-                anyhow::ensure!(
-                    !(args.hash_judge && section.judge == tsr_loop::Place::Openai),
-                    "--hash-judge replaces the judge, but [backend] judge = \"openai\" puts it on \
-                     the server: drop one of them"
-                );
-                let mut b = tsr_loop::EngineBackend::new(
-                    b,
-                    section,
-                    judge,
-                    dpo,
-                    run.dir(),
-                    Box::new(TorchModelFiles),
-                );
-                run.execute(&mut b, &mut obs)
-            }
-        }
+        let mut b = tsr_backend::backend_for(&cfg, device, args.hash_judge, run.dir())?;
+        run.execute(&mut *b, &mut obs)
     };
     obs.finish();
     let outcome = outcome.with_context(|| {
@@ -109,45 +81,6 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     print_summary(&outcome, t0.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// Model files for `[backend]`: GGUF for the serve command, HF folders for the trainer command.
-struct TorchModelFiles;
-
-fn load_cpu(m: &tsr_loop::ModelRef) -> Result<tsr_model::Loaded> {
-    tsr_model::load(&m.location, &tsr_model::LoadOptions::default())
-        .with_context(|| format!("loading model {} ({})", m.name, m.location))
-}
-
-impl tsr_loop::ModelFiles for TorchModelFiles {
-    fn write_gguf(
-        &mut self,
-        m: &tsr_loop::ModelRef,
-        ty: &str,
-        path: &Path,
-    ) -> std::result::Result<(), tsr_loop::BackendError> {
-        let ty: tsr_model::gguf_export::ExportType = ty.parse()?;
-        tsr_model::gguf_export::export_gguf(&load_cpu(m)?, path, ty, None)?;
-        Ok(())
-    }
-
-    fn write_hf(
-        &mut self,
-        m: &tsr_loop::ModelRef,
-        dir: &Path,
-    ) -> std::result::Result<(), tsr_loop::BackendError> {
-        let l = load_cpu(m)?;
-        l.model.save_hf(dir, &l.tokenizer, &l.generation)?;
-        Ok(())
-    }
-
-    fn check_model(&mut self, dir: &Path) -> std::result::Result<(), tsr_loop::BackendError> {
-        let spec = dir
-            .to_str()
-            .context("a model folder path that is not UTF-8")?;
-        tsr_model::load(spec, &tsr_model::LoadOptions::default())?;
-        Ok(())
-    }
 }
 
 fn open_or_create(args: &Args) -> Result<Run> {

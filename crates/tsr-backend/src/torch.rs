@@ -1,5 +1,6 @@
-//! The libtorch implementation of `tsr_loop::Backend`: tsr-model loads models, tsr-sample
-//! samples, tsr-judge's `LlmJudge` judges (with the current model as the judge), tsr-dpo trains.
+//! [`TorchBackend`], the libtorch implementation of `tsr_loop::Backend`: tsr-model loads models,
+//! tsr-sample samples, tsr-judge's `LlmJudge` judges (with the current model as the judge),
+//! tsr-dpo trains.
 //!
 //! One model is kept loaded at a time (the one used last); training loads a fresh copy of its
 //! init model, because DPO updates the weights in place.
