@@ -175,6 +175,14 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         t.arg("--").args(extra);
     }
     step("tests", &mut t)?;
+    // tsr-dpo used from a crate outside the workspace (its own model through `Policy`); it shares
+    // the workspace's target folder so the libtorch bindings are not built twice.
+    let mut ext = cargo(root);
+    ext.args(["run", "--quiet", "--manifest-path"])
+        .arg(root.join("tests/external-dpo/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir(root));
+    step("external crate using tsr-dpo (tests/external-dpo)", &mut ext)?;
     println!("xtask test: all checks passed in {:.0?}", t0.elapsed());
     Ok(())
 }

@@ -93,6 +93,7 @@ pub mod logprobs;
 pub mod loss;
 pub mod optim;
 pub mod pipeline;
+pub mod policy;
 pub mod reference;
 pub mod sft;
 mod train_loop;
@@ -111,6 +112,7 @@ pub use pipeline::{
     save_model, save_model_in, train_dpo, train_dpo_jsonl, train_dpo_tokenized, RunFiles,
     TrainReport,
 };
+pub use policy::{train_policy, IdPair, Policy, PolicyStep, PreferenceLoss};
 pub use reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,
     ReferenceLogps,
