@@ -182,7 +182,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .arg(root.join("tests/external-dpo/Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir(root));
-    step("external crate using tsr-dpo (tests/external-dpo)", &mut ext)?;
+    step(
+        "external crate using tsr-dpo (tests/external-dpo)",
+        &mut ext,
+    )?;
     println!("xtask test: all checks passed in {:.0?}", t0.elapsed());
     Ok(())
 }

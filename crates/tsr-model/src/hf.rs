@@ -14,7 +14,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::generation::GenerationConfig;
 use crate::model::{parameter_shapes, LoadOptions, Model};
+use crate::tokenizer::ChatTokenizer;
 
 /// `config.json`.
 pub const CONFIG_FILE: &str = "config.json";
@@ -31,7 +33,7 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig, ModelError> {
 }
 
 /// Loads config and weights of an HF directory (no tokenizer): the model part of
-/// [`crate::load`], also usable on checkpoints that ship without tokenizer files.
+/// `crate::load`, also usable on checkpoints that ship without tokenizer files.
 pub fn load_model_dir(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
     let config = load_config(dir)?;
     let tensors = read_weights_dir(dir, Some(opts))?;
@@ -464,4 +466,39 @@ fn write_contents(model: &Model, dir: &Path, opts: &SaveOptions) -> Result<(), M
         write_json(&dir.join(WEIGHTS_INDEX_FILE), &index)?;
     }
     Ok(())
+}
+
+impl Model {
+    /// Saves an HF directory that transformers loads: `config.json`, the weights (sharded with an
+    /// index above 2 GB), the tokenizer files with the chat template and
+    /// `generation_config.json`. Nothing is half-written: the directory appears (or replaces an
+    /// existing one) only when every file was written.
+    pub fn save_hf(
+        &self,
+        dir: &Path,
+        tokenizer: &ChatTokenizer,
+        generation: &GenerationConfig,
+    ) -> Result<(), ModelError> {
+        self.save_hf_with(dir, tokenizer, generation, &SaveOptions::default())
+    }
+
+    /// [`Model::save_hf`] with explicit options (shard size).
+    pub fn save_hf_with(
+        &self,
+        dir: &Path,
+        tokenizer: &ChatTokenizer,
+        generation: &GenerationConfig,
+        opts: &SaveOptions,
+    ) -> Result<(), ModelError> {
+        if tokenizer.vocab_size() > self.config().vocab_size {
+            return Err(ModelError::VocabMismatch {
+                tokenizer: tokenizer.vocab_size(),
+                model: self.config().vocab_size,
+            });
+        }
+        save_model_dir(self, dir, opts, |staging| {
+            tokenizer.save(staging)?;
+            generation.save(staging)
+        })
+    }
 }

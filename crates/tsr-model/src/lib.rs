@@ -12,6 +12,7 @@
 pub mod config;
 pub mod dequant;
 pub mod error;
+pub mod generation;
 pub mod gguf;
 pub mod gguf_export;
 pub mod hf;

@@ -7,7 +7,6 @@
 //! are `x.linear(w, b)`, which libtorch runs as one GEMM against the transposed weight.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -15,8 +14,6 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{ModelConfig, RopeScaling};
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
-use crate::load::GenerationConfig;
-use crate::tokenizer::ChatTokenizer;
 
 /// Where and in which dtype to build a model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -714,44 +711,4 @@ fn inv_freq(config: &ModelConfig) -> Result<Tensor, ModelError> {
             smoothed.where_self(&medium, &scaled)
         }
     })
-}
-
-impl Model {
-    /// Saves an HF directory that transformers loads: `config.json`, the weights (sharded with an
-    /// index above 2 GB), the tokenizer files with the chat template and
-    /// `generation_config.json`. Nothing is half-written: the directory appears (or replaces an
-    /// existing one) only when every file was written.
-    pub fn save_hf(
-        &self,
-        dir: &Path,
-        tokenizer: &ChatTokenizer,
-        generation: &GenerationConfig,
-    ) -> Result<(), ModelError> {
-        self.save_hf_with(
-            dir,
-            tokenizer,
-            generation,
-            &crate::hf::SaveOptions::default(),
-        )
-    }
-
-    /// [`Model::save_hf`] with explicit options (shard size).
-    pub fn save_hf_with(
-        &self,
-        dir: &Path,
-        tokenizer: &ChatTokenizer,
-        generation: &GenerationConfig,
-        opts: &crate::hf::SaveOptions,
-    ) -> Result<(), ModelError> {
-        if tokenizer.vocab_size() > self.config.vocab_size {
-            return Err(ModelError::VocabMismatch {
-                tokenizer: tokenizer.vocab_size(),
-                model: self.config.vocab_size,
-            });
-        }
-        crate::hf::save_model_dir(self, dir, opts, |staging| {
-            tokenizer.save(staging)?;
-            generation.save(staging)
-        })
-    }
 }
