@@ -259,7 +259,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g.eos_ids(), vec![2, 3]);
-        assert_eq!(g.extra.get("temperature"), Some(&serde_json::Value::from(0.6)));
+        assert_eq!(
+            g.extra.get("temperature"),
+            Some(&serde_json::Value::from(0.6))
+        );
         let dir = tempfile::tempdir().unwrap();
         g.save(dir.path()).unwrap();
         assert_eq!(
