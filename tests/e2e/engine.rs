@@ -23,34 +23,19 @@ const SCRIPT: &str = concat!(
 );
 
 /// The Python with xllamacpp, or `None` when the engine tests are to be skipped.
-#[allow(clippy::print_stderr)]
 fn engine_python() -> Option<PathBuf> {
-    if std::env::var("TSR_SKIP_ENGINE_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping the llama.cpp server tests: TSR_SKIP_ENGINE_TESTS=1");
-        return None;
-    }
-    let python = std::env::var_os("TSR_ENGINE_PYTHON")
+    let cache = std::env::var_os("TSR_DEV_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let cache = std::env::var_os("TSR_DEV_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tsr")
-                });
-            cache.join("venv-engines/bin/python")
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tsr")
         });
-    let ok = Command::new(&python)
-        .args(["-c", "import xllamacpp"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with xllamacpp at {} (TSR_ENGINE_PYTHON): run `cargo xtask engines`, or set \
-         TSR_SKIP_ENGINE_TESTS=1 to skip the llama.cpp server tests",
-        python.display()
-    );
-    Some(python)
+    crate::python_with(
+        "xllamacpp",
+        "TSR_ENGINE_PYTHON",
+        Some(cache.join("venv-engines/bin/python")),
+        "TSR_SKIP_ENGINE_TESTS",
+        "run `cargo xtask engines` (cargo xtask test does it)",
+    )
 }
 
 /// A server started by the test, killed when dropped.

@@ -20,25 +20,15 @@ const SCRIPT: &str = concat!(
     "/../../docs/examples/engines/trl_dpo.py"
 );
 
-#[allow(clippy::print_stderr)]
 fn reference_python() -> Option<PathBuf> {
-    if std::env::var("TSR_SKIP_REFERENCE_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping the TRL trainer test: TSR_SKIP_REFERENCE_TESTS=1");
-        return None;
-    }
-    let python = std::env::var_os("TSR_REFERENCE_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-        "TSR_REFERENCE_PYTHON is not set: run the tests with `cargo xtask test` (it installs TRL \
-         into the reference environment and sets it), or set TSR_SKIP_REFERENCE_TESTS=1",
-    );
-    let ok = Command::new(&python)
-        .args(["-c", "import trl"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{} cannot import trl", python.display());
-    Some(python)
+    crate::python_with(
+        "trl",
+        "TSR_REFERENCE_PYTHON",
+        None,
+        "TSR_SKIP_REFERENCE_TESTS",
+        "run the tests with `cargo xtask test` (it installs TRL into the reference environment \
+         and sets TSR_REFERENCE_PYTHON)",
+    )
 }
 
 fn write_config(dir: &Path, python: &Path) -> PathBuf {

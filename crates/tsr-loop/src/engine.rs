@@ -236,24 +236,11 @@ impl<B: Backend> EngineBackend<B> {
         urls: &[String],
     ) -> Result<Child, BackendError> {
         let log_path = self.dir.join("server.log");
-        let open_log = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|e| err(format!("{}: {e}", log_path.display())))
-        };
-        let mut log = open_log()?;
-        let _ = writeln!(log, "--- tsr: {command}");
-        tracing::info!(%command, "starting the server");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec {command}"))
+        let mut child = shell(command, &log_path)?
             .stdin(Stdio::piped())
-            .stdout(open_log()?)
-            .stderr(open_log()?)
             .spawn()
             .map_err(|e| err(format!("cannot run the serve command `{command}`: {e}")))?;
+        tracing::info!(%command, "started the server");
         let deadline = Instant::now() + Duration::from_secs_f64(serve.ready_timeout_s);
         let mut pending: Vec<&String> = urls.iter().collect();
         loop {
@@ -386,21 +373,9 @@ impl<B: Backend> EngineBackend<B> {
             .replace("{seed}", &seed.to_string());
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let log_path = self.dir.join("trainer.log");
-        let open_log = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|e| io(&log_path, e))
-        };
-        let _ = writeln!(open_log()?, "--- tsr: {command}");
         tracing::info!(init = %init.name, pairs = pairs.len(), %command, "training with the trainer command");
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec {command}"))
+        let status = shell(&command, &log_path)?
             .stdin(Stdio::null())
-            .stdout(open_log()?)
-            .stderr(open_log()?)
             .status()
             .map_err(|e| err(format!("cannot run the trainer command `{command}`: {e}")))?;
         if !status.success() {
@@ -457,6 +432,25 @@ fn read_trainer_metrics(
         truncated_completions: None,
         steps_log,
     })
+}
+
+/// `sh -c "exec COMMAND"` with stdout and stderr appended to `log` (after a line naming the
+/// command).
+fn shell(command: &str, log: &Path) -> Result<Command, BackendError> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| err(format!("{}: {e}", log.display())))
+    };
+    writeln!(open()?, "--- tsr: {command}").map_err(|e| err(format!("{}: {e}", log.display())))?;
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("exec {command}"))
+        .stdout(open()?)
+        .stderr(open()?);
+    Ok(c)
 }
 
 /// The command with `{gguf}`, `{model}` and `{port}` filled in.

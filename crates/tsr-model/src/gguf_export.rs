@@ -412,24 +412,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 /// llama.cpp's conversion permutation of Q/K rows (weights or biases): HF row `h*2d + i*d + j`
 /// goes to row `h*2d + 2j + i`. `None` when the rows do not split into `heads` heads.
 pub fn permute_rows(values: &[f32], shape: &[usize], heads: usize) -> Option<Vec<f32>> {
-    let rows = *shape.first()?;
-    let cols: usize = shape[1..].iter().product();
-    if heads == 0 || !rows.is_multiple_of(2 * heads) || values.len() != rows * cols {
-        return None;
-    }
-    let d = rows / heads / 2;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..heads {
-        for i in 0..2 {
-            for j in 0..d {
-                let src = h * 2 * d + i * d + j;
-                let dst = h * 2 * d + 2 * j + i;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    Some(out)
+    crate::gguf::hf_map::reorder_rows(values, shape, heads, true)
 }
 
 fn tensor_values(t: &Tensor) -> Result<Vec<f32>, ModelError> {

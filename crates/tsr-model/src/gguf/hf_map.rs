@@ -320,8 +320,20 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 /// and flattens again (interleaving the two rotary halves of each head). So GGUF row
 /// `h*2d + 2j + i` holds HF row `h*2d + i*d + j`.
 pub fn unpermute_rows(values: &[f32], shape: &[i64], heads: usize) -> Option<Vec<f32>> {
-    let rows = *shape.first()? as usize;
-    let cols: usize = shape[1..].iter().map(|&d| d as usize).product();
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    reorder_rows(values, &shape, heads, false)
+}
+
+/// llama.cpp's permutation of Q/K rows (`to_gguf`) or its inverse; `None` when the rows do not
+/// split into `heads` heads.
+pub(crate) fn reorder_rows(
+    values: &[f32],
+    shape: &[usize],
+    heads: usize,
+    to_gguf: bool,
+) -> Option<Vec<f32>> {
+    let rows = *shape.first()?;
+    let cols: usize = shape[1..].iter().product();
     if heads == 0 || !rows.is_multiple_of(2 * heads) || values.len() != rows * cols {
         return None;
     }
@@ -330,8 +342,9 @@ pub fn unpermute_rows(values: &[f32], shape: &[i64], heads: usize) -> Option<Vec
     for h in 0..heads {
         for i in 0..2 {
             for j in 0..d {
-                let dst = h * 2 * d + i * d + j;
-                let src = h * 2 * d + 2 * j + i;
+                let hf = h * 2 * d + i * d + j;
+                let gguf = h * 2 * d + 2 * j + i;
+                let (dst, src) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
                 out[dst * cols..(dst + 1) * cols]
                     .copy_from_slice(&values[src * cols..(src + 1) * cols]);
             }
