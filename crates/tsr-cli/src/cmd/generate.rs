@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use tsr_judge::{ChatMessage, GenRequest, Generator, Prompt, SamplingParams};
 use tsr_model::{load, parse_device, LoadOptions};
@@ -215,7 +215,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
 
-    let mut sink = Sink::open(args.out.as_deref())?;
+    let mut sink = super::Sink::open(args.out.as_deref())?;
     // Blocks of prompts keep the output streaming on long files.
     let block = (args.max_batch / args.n.max(1)).max(1) * 4;
     let mut done = 0usize;
@@ -247,64 +247,6 @@ pub fn run(args: Args) -> Result<()> {
         tracing::info!(done, total = prompts.len(), "prompts generated");
     }
     sink.finish()
-}
-
-/// stdout, or a temporary file renamed over `--out` at the end.
-enum Sink {
-    Stdout(std::io::BufWriter<std::io::Stdout>),
-    File {
-        tmp: PathBuf,
-        dest: PathBuf,
-        w: std::io::BufWriter<std::fs::File>,
-    },
-}
-
-impl Sink {
-    fn open(out: Option<&Path>) -> Result<Sink> {
-        Ok(match out {
-            None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
-            Some(dest) => {
-                let name = dest
-                    .file_name()
-                    .with_context(|| format!("--out {} has no file name", dest.display()))?;
-                let tmp = dest.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-                let f = std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                Sink::File {
-                    tmp,
-                    dest: dest.to_path_buf(),
-                    w: std::io::BufWriter::new(f),
-                }
-            }
-        })
-    }
-
-    fn line(&mut self, s: &str) -> Result<()> {
-        match self {
-            Sink::Stdout(w) => writeln!(w, "{s}")?,
-            Sink::File { w, tmp, .. } => {
-                writeln!(w, "{s}").with_context(|| format!("writing {}", tmp.display()))?
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<()> {
-        match self {
-            Sink::Stdout(mut w) => w.flush()?,
-            Sink::File { tmp, dest, w } => {
-                let f = w
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                f.sync_all()
-                    .with_context(|| format!("syncing {}", tmp.display()))?;
-                std::fs::rename(&tmp, &dest)
-                    .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

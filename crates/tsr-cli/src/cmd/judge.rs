@@ -9,9 +9,8 @@
 //! probability modes (`--mode expected|direct`) `judge_digit_mass` and `judge_digit_probs`.
 //! Defaults (3 samples, T 0.7, top_p 0.9, 256 new tokens) are `tsr_judge::JudgeConfig`'s.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use tsr_judge::jsonl::{annotate, read_judge_input, write_jsonl, JsonlRecord};
@@ -104,9 +103,9 @@ fn judge_all(
     mut records: Vec<JsonlRecord>,
     items: &[JudgeItem],
 ) -> Result<()> {
-    let mut out = Sink::open(args.out.as_deref())?;
+    let mut out = super::Sink::open(args.out.as_deref())?;
     let mut verdicts_out = match &args.verdicts {
-        Some(p) => Some(Sink::open(Some(p))?),
+        Some(p) => Some(super::Sink::open(Some(p))?),
         None => None,
     };
     let mut stats = JudgeStats::default();
@@ -144,50 +143,6 @@ fn judge_all(
         "judging done"
     );
     Ok(())
-}
-
-/// stdout, or a temporary file renamed over the destination when finished.
-struct Sink {
-    writer: BufWriter<Box<dyn Write>>,
-    file: Option<(PathBuf, PathBuf)>,
-}
-
-impl Sink {
-    fn open(dest: Option<&Path>) -> Result<Sink> {
-        let Some(dest) = dest else {
-            return Ok(Sink {
-                writer: BufWriter::new(Box::new(std::io::stdout())),
-                file: None,
-            });
-        };
-        let name = dest
-            .file_name()
-            .with_context(|| format!("{} has no file name", dest.display()))?;
-        let tmp = dest.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(Sink {
-            writer: BufWriter::new(Box::new(f)),
-            file: Some((tmp, dest.to_path_buf())),
-        })
-    }
-
-    fn name(&self) -> String {
-        self.file
-            .as_ref()
-            .map_or_else(|| "stdout".to_string(), |(_, d)| d.display().to_string())
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.writer
-            .flush()
-            .with_context(|| format!("writing {}", self.name()))?;
-        if let Some((tmp, dest)) = self.file {
-            drop(self.writer);
-            std::fs::rename(&tmp, &dest)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-        }
-        Ok(())
-    }
 }
 
 /// The LLM-judge options of `tsr judge` and `tsr judge-eval`.

@@ -65,6 +65,69 @@ impl EngineArgs {
     }
 }
 
+/// Where a command's JSON lines go: stdout, or a temporary file beside `--out` that is synced and
+/// renamed over it when finished (an interrupted command leaves the old file or none, never half
+/// a file).
+pub struct Sink {
+    pub writer: std::io::BufWriter<Box<dyn std::io::Write>>,
+    /// (temporary path, destination, a handle to sync) when writing a file.
+    file: Option<(std::path::PathBuf, std::path::PathBuf, std::fs::File)>,
+}
+
+impl Sink {
+    pub fn open(dest: Option<&Path>) -> Result<Sink> {
+        let Some(dest) = dest else {
+            return Ok(Sink {
+                writer: std::io::BufWriter::new(Box::new(std::io::stdout())),
+                file: None,
+            });
+        };
+        let name = dest
+            .file_name()
+            .with_context(|| format!("{} has no file name", dest.display()))?;
+        let tmp = dest.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+        let f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let handle = f
+            .try_clone()
+            .with_context(|| format!("opening {}", tmp.display()))?;
+        Ok(Sink {
+            writer: std::io::BufWriter::new(Box::new(f)),
+            file: Some((tmp, dest.to_path_buf(), handle)),
+        })
+    }
+
+    /// The destination's name, for messages.
+    pub fn name(&self) -> String {
+        self.file
+            .as_ref()
+            .map_or_else(|| "stdout".to_string(), |(_, d, _)| d.display().to_string())
+    }
+
+    /// Writes one line.
+    pub fn line(&mut self, s: &str) -> Result<()> {
+        use std::io::Write;
+        writeln!(self.writer, "{s}").with_context(|| format!("writing {}", self.name()))
+    }
+
+    /// Flushes; for a file, syncs it and renames it over the destination.
+    pub fn finish(mut self) -> Result<()> {
+        use std::io::Write;
+        self.writer
+            .flush()
+            .with_context(|| format!("writing {}", self.name()))?;
+        if let Some((tmp, dest, handle)) = self.file.take() {
+            drop(self.writer);
+            handle
+                .sync_all()
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads a training configuration from a TOML file: the `[section]` table when there is one,
 /// else the whole file. No file: the defaults.
 pub fn read_config_section<T: serde::de::DeserializeOwned + Default>(
