@@ -14,12 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 use tsr_loop::report::reproduction::{
-    reproduction_report, Accuracy, HeadToHead, ReproRun, ReproductionInput, Verdict,
+    cumulative_compute, equal_compute_iteration, reproduction_report, Accuracy, EqualCompute,
+    HeadToHead, ReproRun, ReproductionInput, Verdict, EQUAL_COMPUTE,
 };
 use tsr_loop::report::{write_report, ReportOptions, XAxis};
 
 /// The methods in the order they run, with the iterations the comparison uses.
 pub const METHODS: [(&str, u32); 4] = [("sr", 4), ("tsr", 2), ("past-only", 2), ("future-only", 2)];
+
+/// The most iterations SR is continued to for the equal-compute comparison.
+const SR_MAX_ITERATIONS: u32 = 12;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
@@ -55,6 +59,10 @@ pub struct Options {
     /// 15 s per problem on 2 CPU cores).
     #[arg(long, default_value_t = 0)]
     pub gsm8k: usize,
+    /// A TOML file whose `[backend]` table is added to every run's config: sampling and judging
+    /// on OpenAI-compatible servers, DPO by an external trainer (see docs/scaling.md).
+    #[arg(long)]
+    pub backend: Option<PathBuf>,
     /// The markdown report (charts go to `images/reproduction/` beside it). Default:
     /// docs/reproduction.md for the default configs at scale 1, else OUT/reproduction.md.
     #[arg(long)]
@@ -71,7 +79,13 @@ fn abs(root: &Path, p: &Path) -> PathBuf {
 
 /// The config of one run: the method's file with the seed, the scale and the overrides applied,
 /// and the prompt paths made absolute (the copy lives in OUT/configs).
-fn run_config(configs: &Path, method: &str, seed: u64, o: &Options) -> Result<String> {
+fn run_config(
+    configs: &Path,
+    method: &str,
+    seed: u64,
+    o: &Options,
+    backend: Option<&toml::Table>,
+) -> Result<String> {
     let path = configs.join(format!("{method}.toml"));
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -120,6 +134,9 @@ fn run_config(configs: &Path, method: &str, seed: u64, o: &Options) -> Result<St
     if !eval.is_empty() {
         doc.insert("eval".into(), eval.into());
     }
+    if let Some(b) = backend {
+        doc.insert("backend".into(), b.clone().into());
+    }
     Ok(format!(
         "# Written by `cargo xtask reproduce` from {} (seed {seed}, scale {}).\n{}",
         path.display(),
@@ -166,17 +183,57 @@ fn run_step(name: &str, cmd: &mut Command) -> Result<()> {
     crate::step(name, cmd)
 }
 
-/// The last finished iteration of a run folder (from `summary.json`).
+/// The `[backend]` table of `--backend FILE`.
+fn backend_table(path: &Path) -> Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    match doc.remove("backend") {
+        Some(toml::Value::Table(t)) => Ok(t),
+        _ => bail!("{}: no [backend] table", path.display()),
+    }
+}
+
+/// The last finished iteration of a run folder (from `summary.json`; 0 without one).
 fn last_iteration(dir: &Path) -> Result<u32> {
     let path = dir.join("summary.json");
+    if !path.is_file() {
+        return Ok(0);
+    }
     let v: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;
     v["iterations"]
         .as_array()
         .and_then(|a| a.iter().filter_map(|i| i["iteration"].as_u64()).max())
-        .map(|i| i as u32)
-        .with_context(|| format!("{}: no finished iteration", path.display()))
+        .map_or(Ok(0), |i| Ok(i as u32))
+}
+
+/// Run `tsr iterate` on a run folder up to `iterations` (a new run, or a resume).
+fn iterate(
+    tsr: &Path,
+    dir: &Path,
+    cfg: &Path,
+    text: Option<String>,
+    iterations: u32,
+    device: &str,
+    label: &str,
+) -> Result<()> {
+    let mut cmd = Command::new(tsr);
+    if dir.join("run.json").exists() {
+        cmd.args(["iterate", "--resume"]).arg(dir);
+    } else {
+        let text = text.context("a new run needs its config")?;
+        std::fs::write(cfg, text)?;
+        cmd.args(["iterate", "--config"])
+            .arg(cfg)
+            .arg("--run-dir")
+            .arg(dir);
+    }
+    cmd.args(["--iterations", &iterations.to_string()])
+        .args(["--device", device]);
+    run_step(label, &mut cmd)
 }
 
 pub fn reproduce(root: &Path, tsr: &Path, o: &Options) -> Result<()> {
@@ -189,54 +246,46 @@ pub fn reproduce(root: &Path, tsr: &Path, o: &Options) -> Result<()> {
     let device = ["--device", o.device.as_str()];
 
     // 1. The runs.
+    let backend = o.backend.as_deref().map(backend_table).transpose()?;
     let mut runs = Vec::new();
     for seed in 0..o.seeds {
         for (method, iterations) in METHODS {
             let name = format!("{method}-seed{seed}");
             let dir = out.join(&name);
             let cfg = out.join("configs").join(format!("{name}.toml"));
-            let text = run_config(&configs, method, seed, o)?;
-            let mut cmd = Command::new(tsr);
-            if dir.join("run.json").exists() {
-                cmd.args(["iterate", "--resume"]).arg(&dir);
-            } else {
-                std::fs::write(&cfg, text)?;
-                cmd.args(["iterate", "--config"])
-                    .arg(&cfg)
-                    .arg("--run-dir")
-                    .arg(&dir);
-            }
-            cmd.args(["--iterations", &iterations.to_string()])
-                .args(device);
-            run_step(
-                &format!(
+            // A run that got this far (SR may have been continued further) is not shortened.
+            if last_iteration(&dir)? < iterations {
+                let text = run_config(&configs, method, seed, o, backend.as_ref())?;
+                let label = format!(
                     "{name} ({:.0} min so far)",
                     t0.elapsed().as_secs_f64() / 60.0
-                ),
-                &mut cmd,
-            )?;
+                );
+                iterate(tsr, &dir, &cfg, Some(text), iterations, &o.device, &label)?;
+            }
             runs.push(ReproRun {
                 method: method.to_string(),
                 seed,
                 dir,
+                iterations,
             });
         }
     }
 
-    // 2. Head to head: TSR's final model against each other method's, per seed.
+    // 2. Head to head: TSR's final model against each other method's, per seed, and against
+    // SR's model at the iteration nearest in compute to TSR's final one (SR is continued past
+    // its 4 iterations while the next one is expected to land nearer).
     let mut head_to_head = Vec::new();
-    let final_of = |r: &ReproRun| -> Result<(PathBuf, PathBuf)> {
-        let last = last_iteration(&r.dir)?;
+    let answers_of = |r: &ReproRun, iteration: u32| -> Result<PathBuf> {
         let answers = r
             .dir
             .join("eval")
-            .join(format!("answers-iter-{last:03}-model.jsonl"));
+            .join(format!("answers-iter-{iteration:03}-model.jsonl"));
         anyhow::ensure!(
             answers.is_file(),
-            "{}: no eval answers of the final model (is [eval] in the config?)",
+            "{}: no eval answers of iteration {iteration} (is [eval] in the config?)",
             answers.display()
         );
-        Ok((r.dir.join(format!("iter-{last:03}/model")), answers))
+        Ok(answers)
     };
     for seed in 0..o.seeds {
         let of = |m: &str| {
@@ -245,10 +294,55 @@ pub fn reproduce(root: &Path, tsr: &Path, o: &Options) -> Result<()> {
                 .unwrap()
         };
         let tsr_run = of("tsr");
-        let (_, tsr_answers) = final_of(tsr_run)?;
-        for (other, _) in METHODS.iter().filter(|(m, _)| *m != "tsr") {
-            let (_, other_answers) = final_of(of(other))?;
-            let dir = out.join("eval").join(format!("seed{seed}-tsr-vs-{other}"));
+        let tsr_answers = answers_of(tsr_run, tsr_run.iterations)?;
+        let sr_run = of("sr");
+        let target = cumulative_compute(&tsr_run.dir)?
+            .into_iter()
+            .find(|(i, _)| *i == tsr_run.iterations)
+            .map(|(_, t)| t)
+            .context("TSR's final iteration has no compute in its summary")?;
+        let matched = loop {
+            let sr_compute = cumulative_compute(&sr_run.dir)?;
+            match equal_compute_iteration(&sr_compute, target, SR_MAX_ITERATIONS) {
+                Some(EqualCompute::Use(it)) => break it,
+                Some(EqualCompute::Continue) => {
+                    let next = sr_compute.last().map_or(1, |l| l.0 + 1);
+                    let cfg = out.join("configs").join(format!("sr-seed{seed}.toml"));
+                    let label = format!(
+                        "sr-seed{seed}: iteration {next} for the equal-compute comparison \
+                         ({:.0} min so far)",
+                        t0.elapsed().as_secs_f64() / 60.0
+                    );
+                    iterate(tsr, &sr_run.dir, &cfg, None, next, &o.device, &label)?;
+                }
+                None => bail!("{}: no iteration with compute", sr_run.dir.display()),
+            }
+        };
+        let mut baselines: Vec<(String, String, PathBuf, Option<u32>)> = METHODS
+            .iter()
+            .filter(|(m, _)| *m != "tsr")
+            .map(|(m, _)| {
+                let r = of(m);
+                Ok((
+                    m.to_string(),
+                    m.to_string(),
+                    answers_of(r, r.iterations)?,
+                    None,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        baselines.push((
+            EQUAL_COMPUTE.to_string(),
+            "sr-equal-compute".to_string(),
+            answers_of(sr_run, matched)?,
+            Some(matched),
+        ));
+        for (label, stem, other_answers, baseline_iteration) in baselines {
+            // The equal-compute folder names its SR iteration, so a changed match is re-judged.
+            let dir = out.join("eval").join(match baseline_iteration {
+                Some(it) => format!("seed{seed}-tsr-vs-{stem}-iter{it}"),
+                None => format!("seed{seed}-tsr-vs-{stem}"),
+            });
             if !dir.join("result.json").is_file() {
                 let mut cmd = Command::new(tsr);
                 cmd.args(["eval", "winrate", "--answers"])
@@ -262,12 +356,13 @@ pub fn reproduce(root: &Path, tsr: &Path, o: &Options) -> Result<()> {
                     .arg("--out")
                     .arg(&dir)
                     .args(device);
-                run_step(&format!("seed {seed}: TSR vs {other}"), &mut cmd)?;
+                run_step(&format!("seed {seed}: TSR vs {label}"), &mut cmd)?;
             }
             head_to_head.push(HeadToHead {
                 seed,
                 model: "tsr".into(),
-                baseline: other.to_string(),
+                baseline: label,
+                baseline_iteration,
                 records: dir.join("records.jsonl"),
             });
         }
@@ -276,7 +371,7 @@ pub fn reproduce(root: &Path, tsr: &Path, o: &Options) -> Result<()> {
     // 3. Judge accuracy (and GSM8K) of M_0 and of every final model.
     let mut models: Vec<(String, Option<u64>, String)> = vec![("m0".into(), None, m0.clone())];
     for r in &runs {
-        let (model, _) = final_of(r)?;
+        let model = r.dir.join(format!("iter-{:03}/model", r.iterations));
         models.push((r.method.clone(), Some(r.seed), model.display().to_string()));
     }
     let mut accuracy = Vec::new();
@@ -355,6 +450,7 @@ pub fn reproduce(root: &Path, tsr: &Path, o: &Options) -> Result<()> {
         charts: charts.charts,
         chart_prefix: "images/reproduction/".into(),
         outro: OUTRO.into(),
+        display_root: Some(root.to_path_buf()),
     };
     let report = reproduction_report(&input)?;
     std::fs::write(&doc, &report.markdown).with_context(|| format!("writing {}", doc.display()))?;
@@ -390,12 +486,16 @@ fn intro(
          DPO on the kept pairs). After every iteration the new model answers tsr's 24 built-in \
          held-out instructions greedily and a fixed judge that is not the policy (`{judge}`) \
          compares it with `M_0` in both orders; the final models meet head to head under the same \
-         judge. This invocation took {minutes:.0} minutes on {cores} CPU cores (steps already done \
+         judge. For the equal-compute comparison (claim b2) SR is continued past its 4 iterations \
+         while its next iteration is expected to land nearer TSR's final compute, and TSR's final \
+         model meets SR's model at the iteration nearest in compute. This invocation took {minutes:.0} minutes on {cores} CPU cores (steps already done \
          are skipped, not timed; each run's own wall seconds are in the tables, and they vary with \
          the machine's other load). The charts draw seed 0's runs, one line per \
          method; the tables give means and spread over all seeds.\n\n\
          Rerun it with `cargo xtask reproduce`; `--scale N`, `--seeds N`, `--model`, `--judge`, \
-         `--device cuda` and `--configs DIR` scale it up (see [scaling.md](scaling.md)).\n",
+         `--device cuda`, `--configs DIR` and `--backend FILE` (sampling and judging on \
+         OpenAI-compatible servers, DPO by an external trainer) scale it up (see \
+         [scaling.md](scaling.md)).\n",
         o.seeds,
         o.scale,
         o.device,
@@ -427,3 +527,54 @@ reproduced says that this miniature does not show it, which can mean the effect 
 paper's scale (more prompts, more steps, a judge with a wider score spread) as much as that it \
 is absent. The numbers are means over the seeds with their spread; every verdict follows the \
 fixed rule in its row, and no setting was changed after seeing a result.\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped method config with the shipped backend example added is a valid run config
+    /// whose `[backend]` is the example's.
+    #[test]
+    fn backend_file_is_merged_into_every_run_config() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let configs = root.join("docs/examples/reproduction");
+        let file = root.join("docs/examples/engines/reproduction-backend.toml");
+        let backend = backend_table(&file).unwrap();
+        let o = Options {
+            seeds: 1,
+            scale: 2,
+            configs: configs.clone(),
+            out: PathBuf::from("runs/x"),
+            model: None,
+            judge: None,
+            device: "cpu".into(),
+            judge_pairs: 0,
+            gsm8k: 0,
+            backend: Some(file),
+            doc: None,
+        };
+        for (method, _) in METHODS {
+            let text = run_config(&configs, method, 7, &o, Some(&backend)).unwrap();
+            let cfg = tsr_loop::Config::from_toml_str(&text, &configs.join("x.toml")).unwrap();
+            assert_eq!(cfg.run.seed, 7);
+            assert_eq!(cfg.run.method.as_str(), method);
+            assert_eq!(cfg.loop_.prompts_per_iteration, 16);
+            cfg.validate().unwrap();
+            let b = cfg.backend.expect("a [backend] section");
+            assert_eq!(b.generate, tsr_loop::config::Place::Openai, "{method}");
+            assert_eq!(b.judge, tsr_loop::config::Place::Openai, "{method}");
+            assert!(b.trainer.is_some() && b.serve.is_some(), "{method}");
+        }
+        let bad = tempfile_path("no-backend.toml", "[run]\nseed = 1\n");
+        let e = backend_table(&bad).unwrap_err();
+        assert!(e.to_string().contains("no [backend] table"), "{e}");
+    }
+
+    fn tempfile_path(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}

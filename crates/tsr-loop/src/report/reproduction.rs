@@ -29,6 +29,11 @@ pub struct ReproRun {
     pub method: String,
     pub seed: u64,
     pub dir: PathBuf,
+    /// The iteration whose model is the method's final one in the claims and the final-model
+    /// table (SR: 4, the others: 2). A run may go further: SR is continued until its compute
+    /// reaches TSR's for the equal-compute comparison; those iterations appear in the
+    /// per-iteration table only. 0: the run's last iteration.
+    pub iterations: u32,
 }
 
 /// A comparison of two methods' final models for one seed: `records.jsonl` of `tsr eval winrate`.
@@ -37,9 +42,60 @@ pub struct HeadToHead {
     pub seed: u64,
     /// The method whose final model is evaluated.
     pub model: String,
-    /// The method whose final model is the baseline.
+    /// The method whose final model is the baseline ([`EQUAL_COMPUTE`] for SR's model at the
+    /// iteration nearest in compute to TSR's final model).
     pub baseline: String,
+    /// The baseline run's iteration that was compared, when it is not its final one.
+    pub baseline_iteration: Option<u32>,
     pub records: PathBuf,
+}
+
+/// The baseline label of the head-to-head of TSR's final model against SR's model at the
+/// iteration whose cumulative compute is nearest TSR's ([`equal_compute_iteration`]).
+pub const EQUAL_COMPUTE: &str = "sr (equal compute)";
+
+/// Cumulative compute (tokens generated + judged + trained, evaluation excluded) after each
+/// finished iteration of a run folder: `(iteration, tokens)`, in order.
+pub fn cumulative_compute(dir: &Path) -> Result<Vec<(u32, f64)>> {
+    let run = data::load_run(dir)?;
+    Ok(run
+        .iterations
+        .iter()
+        .filter_map(|i| Some((i.iteration, i.cumulative_tokens?)))
+        .collect())
+}
+
+/// What the equal-compute comparison needs of a baseline run whose cumulative compute per
+/// iteration is `baseline` (from [`cumulative_compute`]) against a target compute `target`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EqualCompute {
+    /// Run one more iteration: the next one is expected (from the last iteration's cost) to land
+    /// nearer the target than any finished one.
+    Continue,
+    /// Compare with this iteration: its compute is the nearest to the target.
+    Use(u32),
+}
+
+/// The rule of the equal-compute comparison, fixed before any run is read: continue the
+/// baseline while its compute plus half its last iteration's cost is below the target (so the
+/// next iteration would probably be nearer), then take the finished iteration whose compute is
+/// nearest the target (the later one on a tie). `max_iterations` caps the continuation.
+pub fn equal_compute_iteration(
+    baseline: &[(u32, f64)],
+    target: f64,
+    max_iterations: u32,
+) -> Option<EqualCompute> {
+    let &(last, total) = baseline.last()?;
+    let before = baseline.len().checked_sub(2).map_or(0.0, |i| baseline[i].1);
+    let step = total - before;
+    if last < max_iterations && step > 0.0 && total + step / 2.0 < target {
+        return Some(EqualCompute::Continue);
+    }
+    baseline
+        .iter()
+        .rev()
+        .min_by(|a, b| (a.1 - target).abs().total_cmp(&(b.1 - target).abs()))
+        .map(|&(it, _)| EqualCompute::Use(it))
 }
 
 /// A judge-accuracy report (`tsr judge-eval --out FILE`) of one model.
@@ -66,6 +122,8 @@ pub struct ReproductionInput {
     pub chart_prefix: String,
     /// Markdown placed at the end (before the list of runs): what the results do and do not say.
     pub outro: String,
+    /// Run folders are listed relative to this folder when they are inside it.
+    pub display_root: Option<PathBuf>,
 }
 
 /// The outcome of one claim.
@@ -104,7 +162,7 @@ pub struct Claim {
 }
 
 /// The claims and their fixed criteria, in the order of the report.
-pub const CLAIMS: [(&str, &str); 4] = [
+pub const CLAIMS: [(&str, &str); 5] = [
     (
         "(a1) Under SR the score gap between chosen and rejected collapses over iterations",
         "SR's mean gap at its last iteration is at most half its mean gap at iteration 1, and \
@@ -125,6 +183,12 @@ pub const CLAIMS: [(&str, &str); 4] = [
         "the pooled head-to-head win rate of TSR's final model over SR's (fixed judge, both \
          orders, every seed) is above 0.5 with its 95% interval above 0.5 (below 0.5 with the \
          interval below 0.5: contradicted); the compute ratio is reported beside it",
+    ),
+    (
+        "(b2) TSR's final model beats SR's at equal measured compute",
+        "as (b), against SR's model at the iteration whose cumulative compute (tokens generated \
+         + judged + trained) is nearest TSR's final model's, per seed (SR continued past 4 \
+         iterations while its next iteration would land nearer)",
     ),
 ];
 
@@ -169,6 +233,8 @@ fn cell(values: &[f64], decimals: usize, seeds: usize) -> String {
 struct Method<'a> {
     name: &'a str,
     runs: BTreeMap<u64, &'a RunData>,
+    /// [`ReproRun::iterations`] per seed (0: the run's last).
+    caps: BTreeMap<u64, u32>,
 }
 
 impl Method<'_> {
@@ -181,12 +247,28 @@ impl Method<'_> {
             .collect()
     }
 
-    /// The largest iteration every run of the method reached.
+    /// The method's final iteration: the largest every run reached, capped by the runs'
+    /// [`ReproRun::iterations`].
     fn last(&self) -> u32 {
+        self.runs
+            .iter()
+            .map(|(seed, r)| {
+                let reached = r.iterations.last().map_or(0, |i| i.iteration);
+                match self.caps.get(seed) {
+                    Some(&cap) if cap > 0 => reached.min(cap),
+                    _ => reached,
+                }
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The largest iteration any run of the method reached (the per-iteration table's rows).
+    fn reached(&self) -> u32 {
         self.runs
             .values()
             .map(|r| r.iterations.last().map_or(0, |i| i.iteration))
-            .min()
+            .max()
             .unwrap_or(0)
     }
 
@@ -327,6 +409,15 @@ fn total_tokens(m: &Method<'_>) -> Vec<f64> {
     m.at(last, |i| i.cumulative_tokens)
 }
 
+fn win_verdict(r: &WinRateReport) -> Verdict {
+    match (r.win_rate, r.ci_low, r.ci_high) {
+        (Some(w), Some(lo), _) if w > 0.5 && lo > 0.5 => Verdict::Reproduced,
+        (Some(w), _, Some(hi)) if w < 0.5 && hi < 0.5 => Verdict::Contradicted,
+        (Some(_), _, _) => Verdict::NotReproduced,
+        _ => Verdict::NoData,
+    }
+}
+
 fn beats_claim(
     pooled: &BTreeMap<(String, String), WinRateReport>,
     sr: Option<&Method<'_>>,
@@ -345,13 +436,48 @@ fn beats_claim(
         },
         _ => String::new(),
     };
-    let verdict = match (r.win_rate, r.ci_low, r.ci_high) {
-        (Some(w), Some(lo), _) if w > 0.5 && lo > 0.5 => Verdict::Reproduced,
-        (Some(w), _, Some(hi)) if w < 0.5 && hi < 0.5 => Verdict::Contradicted,
-        (Some(_), _, _) => Verdict::NotReproduced,
-        _ => Verdict::NoData,
+    (
+        format!("TSR over SR: {}{compute}", win_text(r)),
+        win_verdict(r),
+    )
+}
+
+fn equal_compute_claim(
+    pooled: &BTreeMap<(String, String), WinRateReport>,
+    matched: &[(u64, Option<u32>)],
+    sr: Option<&Method<'_>>,
+    tsr: Option<&Method<'_>>,
+) -> (String, Verdict) {
+    let key = ("tsr".to_string(), EQUAL_COMPUTE.to_string());
+    let Some(r) = pooled.get(&key) else {
+        return (
+            "no head-to-head of TSR against SR at equal compute".into(),
+            Verdict::NoData,
+        );
     };
-    (format!("TSR over SR: {}{compute}", win_text(r)), verdict)
+    let mut per_seed = Vec::new();
+    for &(seed, it) in matched {
+        let of = |m: Option<&Method<'_>>, it: u32| {
+            m.and_then(|m| m.runs.get(&seed))
+                .and_then(|r| r.iterations.iter().find(|i| i.iteration == it))
+                .and_then(|i| i.cumulative_tokens)
+        };
+        let t_last = tsr.map_or(0, Method::last);
+        match (it, of(tsr, t_last)) {
+            (Some(it), Some(t)) => match of(sr, it) {
+                Some(s) => per_seed.push(format!(
+                    "seed {seed}: SR iteration {it}, TSR/SR compute {}",
+                    ratio(t, s)
+                )),
+                None => per_seed.push(format!("seed {seed}: SR iteration {it}")),
+            },
+            _ => per_seed.push(format!("seed {seed}: –")),
+        }
+    }
+    (
+        format!("TSR over SR: {}; {}", win_text(r), per_seed.join(", ")),
+        win_verdict(r),
+    )
 }
 
 /// Read the inputs and write the report (see the [module docs](self)).
@@ -378,10 +504,12 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
         match methods.iter_mut().find(|m| m.name == spec.method) {
             Some(m) => {
                 m.runs.insert(spec.seed, run);
+                m.caps.insert(spec.seed, spec.iterations);
             }
             None => methods.push(Method {
                 name: &spec.method,
                 runs: BTreeMap::from([(spec.seed, run)]),
+                caps: BTreeMap::from([(spec.seed, spec.iterations)]),
             }),
         }
     }
@@ -389,14 +517,20 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
 
     // Pooled head-to-head results (every seed's records together).
     let mut records: BTreeMap<(String, String), Vec<WinRateRecord>> = BTreeMap::new();
-    let mut per_seed: BTreeMap<(String, String), Vec<(u64, WinRateReport)>> = BTreeMap::new();
+    let mut per_seed: BTreeMap<(String, String), Vec<(u64, Option<u32>, WinRateReport)>> =
+        BTreeMap::new();
+    let mut matched = Vec::new();
     for h in &input.head_to_head {
         let r = read_records(&h.records)?;
         let key = (h.model.clone(), h.baseline.clone());
-        per_seed
-            .entry(key.clone())
-            .or_default()
-            .push((h.seed, tally(&r, h.seed)));
+        if h.model == "tsr" && h.baseline == EQUAL_COMPUTE {
+            matched.push((h.seed, h.baseline_iteration));
+        }
+        per_seed.entry(key.clone()).or_default().push((
+            h.seed,
+            h.baseline_iteration,
+            tally(&r, h.seed),
+        ));
         records.entry(key).or_default().extend(r);
     }
     let pooled: BTreeMap<(String, String), WinRateReport> = records
@@ -410,6 +544,7 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
         similarity_claim(sr),
         holds_claim(sr, tsr),
         beats_claim(&pooled, sr, tsr),
+        equal_compute_claim(&pooled, &matched, sr, tsr),
     ];
     let claims: Vec<Claim> = CLAIMS
         .iter()
@@ -557,9 +692,12 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
         for (key, r) in &pooled {
             let seeds_text: Vec<String> = per_seed[key]
                 .iter()
-                .map(|(s, r)| match r.win_rate {
-                    Some(w) => format!("{s}: {w:.3}"),
-                    None => format!("{s}: –"),
+                .map(|(s, it, r)| {
+                    let it = it.map_or(String::new(), |it| format!(" (iteration {it})"));
+                    match r.win_rate {
+                        Some(w) => format!("{s}: {w:.3}{it}"),
+                        None => format!("{s}: –{it}"),
+                    }
                 })
                 .collect();
             let _ = writeln!(
@@ -580,7 +718,9 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
          Scores are the judge's (`M_i`'s) means over the final training pairs; the gap is chosen \
          minus rejected; cosine is the similarity of chosen and rejected hidden states under \
          `M_i`; the DPO margin is the mean over the last epoch's steps of training `M_{{i+1}}`; \
-         tokens and wall seconds are cumulative, evaluation excluded.\n"
+         tokens and wall seconds are cumulative, evaluation excluded. Rows marked \
+         *continued* are iterations past the method's final one, run only for the equal-compute \
+         comparison.\n"
     );
     md.push_str(
         "| method | iteration | pairs | chosen | rejected | gap | cosine | DPO margin | anchored \
@@ -589,12 +729,17 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
     );
     md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in &methods {
-        for it in 1..=m.last() {
+        for it in 1..=m.reached() {
             let c = |f: fn(&Iteration) -> Option<f64>, d: usize| cell(&m.at(it, f), d, n);
+            let name = if it > m.last() {
+                format!("{} (continued)", m.name)
+            } else {
+                m.name.to_string()
+            };
             let _ = writeln!(
                 md,
                 "| {} | {it} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                md_escape(m.name),
+                md_escape(&name),
                 c(|i| i.pairs, 1),
                 c(|i| i.chosen, 3),
                 c(|i| i.rejected, 3),
@@ -639,7 +784,15 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
             "| {} | {} | `{}` | {} | {} |",
             md_escape(&spec.method),
             spec.seed,
-            md_escape(&spec.dir.display().to_string()),
+            md_escape(
+                &input
+                    .display_root
+                    .as_deref()
+                    .and_then(|root| spec.dir.strip_prefix(root).ok())
+                    .unwrap_or(&spec.dir)
+                    .display()
+                    .to_string()
+            ),
             run.iterations.len(),
             if run.results_are_real() {
                 "yes"

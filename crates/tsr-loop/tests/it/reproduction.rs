@@ -5,7 +5,8 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tsr_loop::report::reproduction::{
-    reproduction_report, Accuracy, HeadToHead, ReproRun, ReproductionInput, Verdict,
+    equal_compute_iteration, reproduction_report, Accuracy, EqualCompute, HeadToHead, ReproRun,
+    ReproductionInput, Verdict, EQUAL_COMPUTE,
 };
 use tsr_loop::Method;
 
@@ -69,7 +70,9 @@ struct Setup {
     _tmp: tempfile::TempDir,
 }
 
-/// Two seeds of SR (4 iterations) and TSR (2). `sr_gaps[seed]`; TSR's gaps hold at 1.0.
+/// Two seeds of SR (4 iterations, continued to a 5th with gap 0.1) and TSR (2). `sr_gaps[seed]`;
+/// TSR's gaps hold at 1.0. Every iteration costs 1000 tokens, so SR's iteration 2 has TSR's
+/// final compute: the equal-compute comparison uses it.
 fn setup(sr_gaps: [[f64; 4]; 2], tsr_over_sr: &[f64]) -> Setup {
     let t = tempfile::tempdir().unwrap();
     let mut input = ReproductionInput {
@@ -79,24 +82,22 @@ fn setup(sr_gaps: [[f64; 4]; 2], tsr_over_sr: &[f64]) -> Setup {
     };
     for seed in 0..2u64 {
         let sr = t.path().join(format!("sr-{seed}"));
-        hand_run(
-            &sr,
-            "sr",
-            &sr_gaps[seed as usize],
-            &[0.70, 0.75, 0.80, 0.85],
-            0.55,
-        );
+        let mut gaps = sr_gaps[seed as usize].to_vec();
+        gaps.push(0.1);
+        hand_run(&sr, "sr", &gaps, &[0.70, 0.75, 0.80, 0.85, 0.99], 0.55);
         let tsr = t.path().join(format!("tsr-{seed}"));
         hand_run(&tsr, "tsr", &[1.0, 0.95], &[0.70, 0.70], 0.6);
         input.runs.push(ReproRun {
             method: "sr".into(),
             seed,
             dir: sr,
+            iterations: 4,
         });
         input.runs.push(ReproRun {
             method: "tsr".into(),
             seed,
             dir: tsr,
+            iterations: 2,
         });
         let h = t.path().join(format!("h2h-{seed}.jsonl"));
         records(&h, tsr_over_sr);
@@ -104,6 +105,16 @@ fn setup(sr_gaps: [[f64; 4]; 2], tsr_over_sr: &[f64]) -> Setup {
             seed,
             model: "tsr".into(),
             baseline: "sr".into(),
+            baseline_iteration: None,
+            records: h,
+        });
+        let h = t.path().join(format!("h2h-equal-{seed}.jsonl"));
+        records(&h, &[0.5; 16]);
+        input.head_to_head.push(HeadToHead {
+            seed,
+            model: "tsr".into(),
+            baseline: EQUAL_COMPUTE.into(),
+            baseline_iteration: Some(2),
             records: h,
         });
         let acc = t.path().join(format!("acc-{seed}.json"));
@@ -125,8 +136,35 @@ fn claims_are_decided_by_their_fixed_rules() {
     let s = setup([[1.0, 0.8, 0.5, 0.3], [1.2, 0.9, 0.6, 0.4]], &wins);
     let out = reproduction_report(&s.input).unwrap();
     let v: Vec<Verdict> = out.claims.iter().map(|c| c.verdict).collect();
-    assert_eq!(v, [Verdict::Reproduced; 4], "{}", out.markdown);
+    // (b2): ties everywhere against SR at equal compute.
+    assert_eq!(
+        v,
+        [
+            Verdict::Reproduced,
+            Verdict::Reproduced,
+            Verdict::Reproduced,
+            Verdict::Reproduced,
+            Verdict::NotReproduced
+        ],
+        "{}",
+        out.markdown
+    );
     let md = &out.markdown;
+    // The claims and the final-model table stop at SR's iteration 4; the continued iteration is
+    // in the per-iteration table, marked.
+    assert!(md.contains("| sr (continued) | 5 |"), "{md}");
+    assert!(!md.contains("| sr | 5 |"), "{md}");
+    assert!(
+        out.claims[4]
+            .measured
+            .contains("seed 0: SR iteration 2, TSR/SR compute 1.00"),
+        "{}",
+        out.claims[4].measured
+    );
+    assert!(
+        md.contains("0: 0.500 (iteration 2), 1: 0.500 (iteration 2)"),
+        "{md}"
+    );
     assert!(
         md.starts_with("# test reproduction\n\nMade by hand."),
         "{md}"
@@ -176,6 +214,7 @@ fn fake_backend_runs_are_flagged_and_missing_parts_say_no_data() {
             method: "sr".into(),
             seed: 0,
             dir: sr,
+            iterations: 0,
         }],
         ..Default::default()
     };
@@ -196,8 +235,41 @@ fn fake_backend_runs_are_flagged_and_missing_parts_say_no_data() {
         seed: 0,
         model: "tsr".into(),
         baseline: "sr".into(),
+        baseline_iteration: None,
         records: PathBuf::from("/nonexistent/records.jsonl"),
     });
     let e = reproduction_report(&bad).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/records.jsonl"), "{e}");
+}
+
+#[test]
+fn equal_compute_continues_while_the_next_iteration_lands_nearer() {
+    // SR's cumulative compute after each iteration (about 8.7k per iteration); TSR's final 46.4k.
+    let mut sr = vec![(1, 8_700.0), (2, 17_300.0), (3, 26_000.0), (4, 35_000.0)];
+    // 35.0k + half a step (4.5k) is below 46.4k: a fifth iteration is expected to be nearer.
+    assert_eq!(
+        equal_compute_iteration(&sr, 46_400.0, 12),
+        Some(EqualCompute::Continue)
+    );
+    // Capped: the nearest finished iteration.
+    assert_eq!(
+        equal_compute_iteration(&sr, 46_400.0, 4),
+        Some(EqualCompute::Use(4))
+    );
+    sr.push((5, 43_700.0));
+    // 43.7k + 4.35k is past 46.4k: stop, and iteration 5 (2.7k short) is the nearest.
+    assert_eq!(
+        equal_compute_iteration(&sr, 46_400.0, 12),
+        Some(EqualCompute::Use(5))
+    );
+    // A target below every iteration: the first; exactly between two: the later one.
+    assert_eq!(
+        equal_compute_iteration(&sr, 1_000.0, 12),
+        Some(EqualCompute::Use(1))
+    );
+    assert_eq!(
+        equal_compute_iteration(&sr, 13_000.0, 12),
+        Some(EqualCompute::Use(2))
+    );
+    assert_eq!(equal_compute_iteration(&[], 1.0, 12), None);
 }
