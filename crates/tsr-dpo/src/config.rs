@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpointing::GradientCheckpointing;
 use crate::data::Truncation;
 use crate::error::{DpoError, Result};
 use crate::logprobs::{ChunkedLogProbs, DEFAULT_CHUNK_TOKENS};
@@ -81,6 +82,9 @@ pub struct DpoConfig {
     pub ref_batch_size: usize,
     /// Write a checkpoint every this many optimizer steps (0 = only when asked). Default 0.
     pub checkpoint_every: u64,
+    /// Activation checkpointing: `auto` (on from 1B parameters), `on` or `off`. Same
+    /// gradients, less memory, one more forward pass per micro-batch. Default `auto`.
+    pub gradient_checkpointing: GradientCheckpointing,
 }
 
 impl Default for DpoConfig {
@@ -111,6 +115,7 @@ impl Default for DpoConfig {
             bucket_window: 8,
             ref_batch_size: 8,
             checkpoint_every: 0,
+            gradient_checkpointing: GradientCheckpointing::Auto,
         }
     }
 }

@@ -86,6 +86,7 @@
 //! completion tokens of `(prompt ids, completion ids)` items, and [`reference::row_cosines`]
 //! compares chosen and rejected rows (the representation-gap measure of the TSR loop).
 
+pub mod checkpointing;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -99,6 +100,7 @@ pub mod sft;
 mod train_loop;
 pub mod trainer;
 
+pub use checkpointing::GradientCheckpointing;
 pub use config::{DpoConfig, LrSchedule, TrainConfig};
 pub use data::{
     count_unended, read_pairs, tokenize_pairs, tokenize_sampled_pairs, PairTokenizer,

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use tsr_model::Model;
 
+use crate::checkpointing::Hidden;
 use crate::config::{DpoConfig, TrainConfig};
 use crate::data::{collate, epoch_batches, TokenizedPair};
 use crate::error::{DpoError, Result};
@@ -219,7 +220,8 @@ pub fn check_memory(model: &Model, cfg: &TrainConfig, pairs: &[TokenizedPair]) -
     let c = cfg.get();
     let longest = pairs.iter().map(TokenizedPair::max_len).max().unwrap_or(0);
     let rows = 2 * c.batch_size.min(pairs.len());
-    tsr_model::memory::training(model.config(), rows, longest, c.logprob_chunk_tokens)
+    let checkpointed = c.gradient_checkpointing.enabled_for(model);
+    tsr_model::memory::training(model.config(), rows, longest, c.logprob_chunk_tokens, checkpointed)
         .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
     Ok(())
 }
@@ -314,6 +316,7 @@ impl<'m> Trainer<'m> {
         let device = self.model.device();
         let logprobs = *self.cfg.logprobs();
         let loss_params = *self.cfg.loss();
+        let checkpointed = c.gradient_checkpointing.enabled_for(self.model);
 
         let mut acc = StepMetrics::default();
         let mut pairs_seen = 0usize;
@@ -323,13 +326,17 @@ impl<'m> Trainer<'m> {
             let batch = collate(&self.pairs, &sel, self.pad_id, device)?;
             seed_dropout(c.seed, micro);
             let t_fwd = Instant::now();
-            let hidden = self
-                .model
-                .hidden_states(&batch.input_ids, &batch.attention_mask, true)?;
+            let forward = Hidden::padded(
+                self.model,
+                &batch.input_ids,
+                &batch.attention_mask,
+                checkpointed,
+            )?;
+            let hidden = &forward.hidden;
             let fwd_s = t_fwd.elapsed().as_secs_f64();
             let weight = self.model.lm_head_weight();
             let pos = ScoredPositions::new(&batch.input_ids, &batch.completion_mask)?;
-            let logps = logprobs.forward(&hidden, &weight, &pos)?;
+            let logps = logprobs.forward(hidden, &weight, &pos)?;
             let leaf = logps.f_detach()?.set_requires_grad(true);
             let b = sel.len() as i64;
             let pc = leaf.f_narrow(0, 0, b)?;
@@ -375,7 +382,8 @@ impl<'m> Trainer<'m> {
             out.loss.f_div_scalar(n_micro)?.f_backward()?;
             let grad = leaf.grad();
             let t_bwd = Instant::now();
-            logprobs.backward(&hidden, &weight, &pos, &grad)?;
+            logprobs.backward(hidden, &weight, &pos, &grad)?;
+            forward.finish_backward(self.model)?;
             tracing::debug!(
                 micro,
                 rows = 2 * b,

@@ -26,7 +26,7 @@ pub mod tokenizer;
 pub use config::{ModelConfig, RopeConfig, RopeScaling, TokenIds};
 pub use error::{error_chain, ModelError};
 pub use kv_cache::KvCache;
-pub use model::{LoadOptions, Model};
+pub use model::{Checkpoint, LoadOptions, Model};
 pub use tch::{Device, Kind, Tensor};
 
 // The loading/tokenizer half of the crate (see the API contract): `ChatTokenizer`,

@@ -241,10 +241,28 @@ pub fn generation(
 /// with an Adam state (weights, gradients, two moments), the activations the backward pass
 /// keeps (per layer and token: the residual stream, the attention input and output and the
 /// three MLP projections), and the logits of `logit_tokens` positions at a time (the log-prob
-/// chunk) with their gradient.
-pub fn training(cfg: &ModelConfig, rows: usize, tokens: usize, logit_tokens: usize) -> Estimate {
+/// chunk) with their gradient. With activation checkpointing (`checkpointed`,
+/// [`crate::Model::hidden_states_checkpointed`]) the backward pass keeps each layer's input and
+/// one layer's activations at a time instead.
+pub fn training(
+    cfg: &ModelConfig,
+    rows: usize,
+    tokens: usize,
+    logit_tokens: usize,
+    checkpointed: bool,
+) -> Estimate {
     let per_token_layer = (4 * cfg.hidden_size + 3 * cfg.intermediate_size) as u64 * 4;
     let positions = mul(&[rows, tokens]);
+    let activations = if checkpointed {
+        positions.saturating_mul(
+            (cfg.num_hidden_layers as u64 * cfg.hidden_size as u64 * 4)
+                .saturating_add(per_token_layer),
+        )
+    } else {
+        positions
+            .saturating_mul(cfg.num_hidden_layers as u64)
+            .saturating_mul(per_token_layer)
+    };
     Estimate::new(format!(
         "a training step on {rows} sequences of up to {tokens} tokens"
     ))
@@ -252,12 +270,7 @@ pub fn training(cfg: &ModelConfig, rows: usize, tokens: usize, logit_tokens: usi
         "weights + gradients + Adam state",
         parameters(cfg).saturating_mul(16),
     )
-    .add(
-        "activations",
-        positions
-            .saturating_mul(cfg.num_hidden_layers as u64)
-            .saturating_mul(per_token_layer),
-    )
+    .add("activations", activations)
     .add(
         "logits",
         2 * mul(&[logit_tokens.min(positions as usize), cfg.vocab_size, 4]),
@@ -318,7 +331,7 @@ mod tests {
         assert!(err.contains("8.0 GiB"), "{err}");
         assert!(err.contains("lower --max-batch"), "{err}");
         // Absurd shapes saturate instead of wrapping to a small number.
-        let absurd = training(&c, usize::MAX, usize::MAX, 1024);
+        let absurd = training(&c, usize::MAX, usize::MAX, 1024, false);
         assert_eq!(absurd.bytes(), u64::MAX);
     }
 

@@ -15,6 +15,9 @@ use crate::config::{ModelConfig, RopeScaling};
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 
+mod checkpoint;
+pub use checkpoint::Checkpoint;
+
 /// Where and in which dtype to build a model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadOptions {
@@ -53,6 +56,20 @@ struct Layer {
     up: Linear,
     down: Linear,
     window: Option<usize>,
+}
+
+impl Layer {
+    /// Whether any parameter of the layer takes a gradient.
+    fn trains(&self) -> bool {
+        [&self.input_norm, &self.post_norm]
+            .iter()
+            .any(|t| t.requires_grad())
+            || [
+                &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+            ]
+            .iter()
+            .any(|l| l.w.requires_grad() || l.b.as_ref().is_some_and(Tensor::requires_grad))
+    }
 }
 
 /// A decoder-only language model.
@@ -352,6 +369,16 @@ impl Model {
         attention_mask: &Tensor,
         train: bool,
     ) -> Result<Tensor, ModelError> {
+        let (positions, masks) = self.prepare_padded(input_ids, attention_mask)?;
+        self.run(input_ids, &positions, &masks, None, train)
+    }
+
+    /// Position ids and masks of a full-sequence forward over padded rows.
+    fn prepare_padded(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<(Tensor, Masks), ModelError> {
         let (b, t) = self.check_ids(input_ids)?;
         let mask = self.check_mask(attention_mask, b, t, "attention_mask")?;
         let positions = (mask.f_cumsum(-1, Kind::Int64)? - 1).clamp_min(0);
@@ -360,7 +387,7 @@ impl Model {
         let valid = mask.ne(0);
         let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
         let masks = self.build_masks(&valid, &q_idx, t as i64, padded, None)?;
-        self.run(input_ids, &positions, &masks, None, train)
+        Ok((positions, masks))
     }
 
     /// Full-sequence forward over **packed** rows: final-norm hidden states `[B, T, H]`.
@@ -377,6 +404,17 @@ impl Model {
         segment_ids: &Tensor,
         train: bool,
     ) -> Result<Tensor, ModelError> {
+        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids)?;
+        self.run(input_ids, &positions, &masks, None, train)
+    }
+
+    /// Position ids and masks of a full-sequence forward over packed rows.
+    fn prepare_packed(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        segment_ids: &Tensor,
+    ) -> Result<(Tensor, Masks), ModelError> {
         let (b, t) = self.check_ids(input_ids)?;
         let seg = self.check_mask(segment_ids, b, t, "segment_ids")?;
         let positions = self.check_mask(positions, b, t, "positions")?;
@@ -385,7 +423,7 @@ impl Model {
         let same = seg.unsqueeze(2).eq_tensor(&seg.unsqueeze(1)).unsqueeze(1); // [B,1,Q,K]
         let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
         let masks = self.build_masks(&valid, &q_idx, t as i64, true, Some(&same))?;
-        self.run(input_ids, &positions, &masks, None, train)
+        Ok((positions, masks))
     }
 
     /// Full-sequence logits `[B, T, V]` (see [`Model::hidden_states`]).
@@ -544,8 +582,6 @@ impl Model {
         Ok(Masks { full, windowed })
     }
 
-    // `x = x + a` rather than `x += a`: the in-place form would overwrite a tensor autograd saved.
-    #[allow(clippy::assign_op_pattern)]
     fn run(
         &self,
         input_ids: &Tensor,
@@ -558,27 +594,35 @@ impl Model {
         let mut x = Tensor::f_embedding(&self.embed, &ids, -1, false, false)?;
         let (cos, sin) = self.rope_tables(positions)?;
         let dropout = if train { self.dropout } else { 0.0 };
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.input_norm, self.config.rms_norm_eps);
-            let mask = masks.for_layer(layer.window);
-            let a = self.attention(
-                i,
-                layer,
-                &h,
-                &cos,
-                &sin,
-                mask,
-                cache.as_deref_mut(),
-                dropout,
-            )?;
-            x = x + a;
-            let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps);
-            let m = layer
-                .down
-                .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
-            x = x + m;
+        for i in 0..self.layers.len() {
+            x = self.layer(i, &x, &cos, &sin, masks, cache.as_deref_mut(), dropout)?;
         }
         Ok(rms_norm(&x, &self.norm, self.config.rms_norm_eps))
+    }
+
+    /// Decoder layer `i`: `x + attention(norm(x))`, then `+ mlp(norm(·))`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        masks: &Masks,
+        cache: Option<&mut KvCache>,
+        dropout: f64,
+    ) -> Result<Tensor, ModelError> {
+        let layer = &self.layers[i];
+        let h = rms_norm(x, &layer.input_norm, self.config.rms_norm_eps);
+        let mask = masks.for_layer(layer.window);
+        let a = self.attention(i, layer, &h, cos, sin, mask, cache, dropout)?;
+        // `x + a`, a new tensor: adding in place would overwrite a tensor autograd saved.
+        let x = x + a;
+        let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps);
+        let m = layer
+            .down
+            .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
+        Ok(x + m)
     }
 
     /// cos and sign-folded sin tables `[B, 1, T, head_dim]` for the given positions.

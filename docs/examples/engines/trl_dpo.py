@@ -21,7 +21,8 @@ Mapping of tsr's settings onto DPOConfig: beta, loss_type (sigmoid, ipo, hinge a
 label_smoothing, learning_rate, lr_schedule (linear and cosine end at 0 in TRL, not at
 final_learning_rate: noted), warmup_steps, weight_decay, adam_*, max_grad_norm, batch_size ->
 per_device_train_batch_size, gradient_accumulation_steps, epochs, max_steps, dropout (0: TRL's
-disable_dropout; otherwise the model's dropout fields), max_length, sft_weight (an added `sft` loss of that weight).
+disable_dropout; otherwise the model's dropout fields), max_length, gradient_checkpointing, sft_weight (an added
+`sft` loss of that weight).
 Anything tsr has that TRL lacks is listed in the metrics' notes.
 """
 
@@ -60,6 +61,10 @@ def main():
     final_lr = float(s.get("final_learning_rate", 0.0))
     if schedule != "constant" and final_lr > 0:
         notes.append(f"lr_schedule {schedule} ends at 0 in TRL, not at final_learning_rate {final_lr}")
+    # tsr's `auto` checkpoints from 1B parameters (tsr_dpo::GradientCheckpointing).
+    checkpointing = s.get("gradient_checkpointing", "auto")
+    if checkpointing == "auto":
+        checkpointing = "on" if model.num_parameters() >= 1_000_000_000 else "off"
     loss = s.get("loss_type", "sigmoid")
     sft_weight = float(s.get("sft_weight", 0.0))
     for key in ("logprob_chunk_tokens", "bucket_window", "ref_batch_size", "checkpoint_every", "truncation"):
@@ -87,6 +92,7 @@ def main():
             num_train_epochs=float(s.get("epochs", 1)),
             max_steps=int(s["max_steps"]) if s.get("max_steps") else -1,
             max_length=int(s.get("max_length", 1024)),
+            gradient_checkpointing=checkpointing == "on",
             logging_steps=1,
             save_strategy="no",
             report_to=[],

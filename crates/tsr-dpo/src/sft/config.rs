@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpointing::GradientCheckpointing;
 use crate::config::LrSchedule;
 use crate::error::{DpoError, Result};
 use crate::logprobs::{ChunkedLogProbs, DEFAULT_CHUNK_TOKENS};
@@ -63,6 +64,9 @@ pub struct SftConfig {
     /// the embedding (and with it a tied LM head) and the earlier layers stay frozen and are
     /// skipped by the backward pass. Default none (train everything).
     pub train_last_layers: Option<usize>,
+    /// Activation checkpointing: `auto` (on from 1B parameters), `on` or `off`. Same
+    /// gradients, less memory, one more forward pass per micro-batch. Default `auto`.
+    pub gradient_checkpointing: GradientCheckpointing,
 }
 
 impl Default for SftConfig {
@@ -89,6 +93,7 @@ impl Default for SftConfig {
             bucket_window: 8,
             checkpoint_every: 50,
             train_last_layers: None,
+            gradient_checkpointing: GradientCheckpointing::Auto,
         }
     }
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use tsr_model::Model;
 
+use crate::checkpointing::Hidden;
 use crate::data::epoch_batches_by_length;
 use crate::error::{DpoError, Result};
 use crate::logprobs::{ChunkedLogProbs, ScoredPositions};
@@ -176,6 +177,7 @@ impl<'m> SftTrainer<'m> {
                 c.batch_size.min(rows.len()),
                 longest,
                 c.logprob_chunk_tokens,
+                c.gradient_checkpointing.enabled_for(model),
             )
             .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
         }
@@ -263,6 +265,7 @@ impl<'m> SftTrainer<'m> {
         let started = Instant::now();
         let c = self.cfg.get().clone();
         let logprobs: ChunkedLogProbs = *self.cfg.logprobs();
+        let checkpointed = c.gradient_checkpointing.enabled_for(self.model);
         let micros = self.plan.micro_range(self.step);
         let step_no = self.step + 1;
         let device = self.model.device();
@@ -283,20 +286,26 @@ impl<'m> SftTrainer<'m> {
         for (micro, batch_idx, sel) in &batches {
             let batch = collate_rows(&self.rows, sel, self.pad_id, device)?;
             seed_dropout(c.seed, *micro);
-            let hidden = if c.packing {
-                self.model.hidden_states_packed(
+            let forward = if c.packing {
+                Hidden::packed(
+                    self.model,
                     &batch.input_ids,
                     &batch.positions,
                     &batch.segment_ids,
-                    true,
+                    checkpointed,
                 )?
             } else {
-                self.model
-                    .hidden_states(&batch.input_ids, &batch.attention_mask, true)?
+                Hidden::padded(
+                    self.model,
+                    &batch.input_ids,
+                    &batch.attention_mask,
+                    checkpointed,
+                )?
             };
+            let hidden = &forward.hidden;
             let weight = self.model.lm_head_weight();
             let pos = ScoredPositions::new(&batch.input_ids, &batch.label_mask)?;
-            let (sums, batch_hits) = logprobs.forward_with_hits(&hidden, &weight, &pos)?;
+            let (sums, batch_hits) = logprobs.forward_with_hits(hidden, &weight, &pos)?;
             let sum_logp = sums.f_sum(Kind::Double)?.f_double_value(&[])?;
             if !sum_logp.is_finite() {
                 return Err(DpoError::NonFinite {
@@ -307,7 +316,8 @@ impl<'m> SftTrainer<'m> {
                 });
             }
             let grad = Tensor::f_full([sel.len() as i64], -1.0 / norm, (sums.kind(), device))?;
-            logprobs.backward(&hidden, &weight, &pos, &grad)?;
+            logprobs.backward(hidden, &weight, &pos, &grad)?;
+            forward.finish_backward(self.model)?;
             loss -= sum_logp / norm;
             hits += batch_hits;
             tokens += batch.real_tokens;

@@ -266,3 +266,41 @@ fn bad_rows_and_checkpoints_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("other data"), "{e}");
 }
+
+#[test]
+fn checkpointed_sft_equals_plain_sft_packed_or_frozen() {
+    // Activation checkpointing: same losses and weights as the plain pass, for packed rows and
+    // with the lower layers frozen (the backward walk stops at the lowest trained layer).
+    let _rng = rng_lock();
+    let exs = examples(6);
+    for (packing, last) in [(false, None), (true, None), (false, Some(1))] {
+        let run = |ck: tsr_dpo::GradientCheckpointing| {
+            let cfg = SftConfig {
+                dropout: 0.0,
+                packing,
+                max_length: 16,
+                train_last_layers: last,
+                gradient_checkpointing: ck,
+                ..config()
+            };
+            let mut m = tiny_model(5);
+            let rows = make_rows(&exs, packing.then_some(16));
+            let s = train(&mut m, &cfg, rows);
+            (s, weights(&m))
+        };
+        let (plain, wp) = run(tsr_dpo::GradientCheckpointing::Off);
+        let (ck, wc) = run(tsr_dpo::GradientCheckpointing::On);
+        for (a, b) in plain.0.iter().zip(&ck.0) {
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-6,
+                "{packing} {last:?}: {} vs {}",
+                a.loss,
+                b.loss
+            );
+        }
+        for ((name, a), (_, b)) in wp.iter().zip(&wc) {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d <= 1e-5, "{packing} {last:?}: {name} differs by {d:e}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use tsr_model::{hf, Device, Kind, LoadOptions, Model, ModelConfig, Tensor};
 
-use crate::{expected, fixture_dir, load, max_diff_real, CASES};
+use crate::{expected, fixture_dir, load, max_diff_real, rng_lock, CASES};
 
 const TOL: f64 = 1e-4;
 
@@ -186,6 +186,7 @@ fn gradients_flow_to_all_parameters_through_hidden_states() {
 
 #[test]
 fn dropout_applies_only_in_training() {
+    let _rng = rng_lock();
     let mut model = load("llama");
     let e = expected("llama");
     model.set_dropout(0.5);
@@ -197,6 +198,7 @@ fn dropout_applies_only_in_training() {
 
 #[test]
 fn random_models_are_reproducible_per_seed() {
+    let _rng = rng_lock();
     let config = load("llama").config().clone();
     let opts = LoadOptions::default();
     let a = Model::random(config.clone(), 7, &opts).unwrap();

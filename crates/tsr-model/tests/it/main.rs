@@ -1,6 +1,7 @@
 //! Integration tests of tsr-model's decoder: parity with transformers on tiny random checkpoints
 //! (built by `tests/fixtures/make_parity.py`), KV-cache decoding, saving, and error reporting.
 
+mod checkpoint;
 mod decoder;
 mod errors;
 mod gguf;
@@ -11,6 +12,14 @@ mod tokenizer;
 use std::path::{Path, PathBuf};
 
 use tsr_model::{hf, Kind, LoadOptions, Model, Tensor};
+
+/// libtorch's global generator (dropout) is shared by the test threads: tests that draw from it
+/// hold this lock.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub const CASES: [&str; 4] = ["llama", "llama3_rope", "qwen2", "mistral_window"];
 

@@ -6,7 +6,7 @@ use std::process::Command;
 use tsr_model::hf::{self, SaveOptions};
 use tsr_model::{LoadOptions, ModelError};
 
-use crate::{expected, fixture_dir, load, CASES};
+use crate::{expected, fixture_dir, load, rng_lock, CASES};
 
 fn logits_after_reload(case: &str, dir: &Path) -> (f64, f64) {
     let e = expected(case);
@@ -175,12 +175,15 @@ fn transformers_loads_save_hf_directory_with_tokenizer() {
     let gguf = tsr_model::hub::SMOLLM2_135M_INSTRUCT.fetch().unwrap();
     let tok = ChatTokenizer::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
     let opts = LoadOptions::default();
-    let model = Model::random(
-        ModelConfig::from_json_str(TINY_WIDE_VOCAB).unwrap(),
-        5,
-        &opts,
-    )
-    .unwrap();
+    let model = {
+        let _rng = rng_lock();
+        Model::random(
+            ModelConfig::from_json_str(TINY_WIDE_VOCAB).unwrap(),
+            5,
+            &opts,
+        )
+        .unwrap()
+    };
     let generation = GenerationConfig::from_model(model.config(), &tok);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("saved");
@@ -228,12 +231,15 @@ fn save_hf_round_trips_through_load() {
     };
     let tok = ChatTokenizer::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
     let opts = LoadOptions::default();
-    let model = Model::random(
-        ModelConfig::from_json_str(TINY_WIDE_VOCAB).unwrap(),
-        3,
-        &opts,
-    )
-    .unwrap();
+    let model = {
+        let _rng = rng_lock();
+        Model::random(
+            ModelConfig::from_json_str(TINY_WIDE_VOCAB).unwrap(),
+            3,
+            &opts,
+        )
+        .unwrap()
+    };
     let generation = GenerationConfig::from_model(model.config(), &tok);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("saved");
