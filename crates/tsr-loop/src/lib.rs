@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod seed;
 pub mod seed_data;
+pub mod summary;
 
 pub use backend::{
     Backend, Event, ModelRef, NoObserver, Observer, Provenance, TrainPair, TrainReport,
@@ -35,3 +36,7 @@ pub use error::{error_chain, BackendError, LoopError, Result};
 pub use prompts::{load_prompts, parse_prompts, PromptRecord};
 pub use run::{Run, RunOutcome, RunState, Stage};
 pub use seed::derive_seed;
+pub use summary::{
+    ComputeSummary, CumulativeCompute, CurationPhase, CurationSummary, DpoSummary, EvalMatchup,
+    EvalSummary, IterationSummary, JudgingSummary, PairStats, RunSummary, StageCompute,
+};

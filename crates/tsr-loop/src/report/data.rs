@@ -1,9 +1,13 @@
-//! Reading a run folder into the numbers the report shows. Lenient about fields (a missing or
-//! null number is `None`: an SR run has no future-guided share, older runs have no `eval`),
-//! strict about files (a file that exists but does not parse is an error naming it).
+//! Reading a run folder into the numbers the report shows. The iteration summaries are read as
+//! [`IterationSummary`], lenient about fields (a missing or null number is `None`: an SR run has
+//! no future-guided share, older runs have no `eval`; unknown fields are ignored), strict about
+//! files and types (a file that does not parse, or a field of the wrong type, is an error naming
+//! the file).
 
 use crate::error::{LoopError, Result};
 use crate::fsio;
+use crate::summary::{DpoSummary, EvalMatchup, EvalSummary, IterationSummary, StageCompute};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -139,14 +143,6 @@ fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
 }
 
-fn text(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::Array(a)) => a
@@ -161,56 +157,62 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn dpo(v: Option<&Value>) -> Option<Dpo> {
-    let v = v.filter(|v| v.is_object())?;
-    Some(Dpo {
-        reward_margin: num(v, "reward_margin"),
-        reward_accuracy: num(v, "reward_accuracy"),
-        final_loss: num(v, "final_loss"),
-    })
+fn finite(x: Option<f64>) -> Option<f64> {
+    x.filter(|x| x.is_finite())
 }
 
-fn matchup(v: Option<&Value>) -> Option<Match> {
-    let v = v.filter(|v| v.is_object())?;
-    Some(Match {
-        opponent: text(v, "opponent"),
-        wins: num(v, "wins"),
-        losses: num(v, "losses"),
-        ties: num(v, "ties"),
-        n: num(v, "n"),
-        win_rate: num(v, "win_rate"),
-        ci_low: num(v, "ci_low"),
-        ci_high: num(v, "ci_high"),
-    })
+fn count(x: Option<usize>) -> Option<f64> {
+    x.map(|x| x as f64)
 }
 
-fn eval(v: Option<&Value>) -> Option<Eval> {
-    let v = v.filter(|v| v.is_object())?;
-    Some(Eval {
-        prompts: num(v, "prompts"),
-        judge: text(v, "judge"),
-        vs_previous: matchup(v.get("vs_previous")),
-        vs_initial: matchup(v.get("vs_initial")),
-    })
+fn dpo(d: &DpoSummary) -> Dpo {
+    Dpo {
+        reward_margin: finite(d.reward_margin),
+        reward_accuracy: finite(d.reward_accuracy),
+        final_loss: finite(d.final_loss),
+    }
 }
 
-fn iteration(v: &Value, index: usize) -> Iteration {
-    let compute = v.get("compute").cloned().unwrap_or(Value::Null);
+fn matchup(m: &EvalMatchup) -> Match {
+    Match {
+        opponent: m.opponent.clone(),
+        wins: count(m.wins),
+        losses: count(m.losses),
+        ties: count(m.ties),
+        n: count(m.n),
+        win_rate: finite(m.win_rate),
+        ci_low: finite(m.ci_low),
+        ci_high: finite(m.ci_high),
+    }
+}
+
+fn eval(e: &EvalSummary) -> Eval {
+    Eval {
+        prompts: count(e.prompts),
+        judge: e.judge.clone(),
+        vs_previous: e.vs_previous.as_ref().map(matchup),
+        vs_initial: e.vs_initial.as_ref().map(matchup),
+    }
+}
+
+fn iteration(s: &IterationSummary, index: usize) -> Iteration {
+    let compute = &s.compute;
     let stage_wall = compute
-        .get("stages")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, s)| num(s, "wall_s").map(|w| (k.clone(), w)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let eval_stage = compute.get("stages").and_then(|s| s.get("eval"));
-    let eval_part = |key: &str| eval_stage.and_then(|e| num(e, key)).unwrap_or(0.0);
-    let keys = ["tokens_generated", "tokens_judged", "tokens_trained"];
-    let parts = keys.map(|k| num(&compute, k));
-    let tokens = parts.iter().any(Option::is_some).then(|| {
-        let [g, j, t] = [0, 1, 2].map(|i| (parts[i].unwrap_or(0.0) - eval_part(keys[i])).max(0.0));
+        .stages
+        .iter()
+        .filter_map(|(k, st)| finite(st.wall_s).map(|w| (k.clone(), w)))
+        .collect();
+    let no_eval = StageCompute::default();
+    let eval_stage = compute.stages.get("eval").unwrap_or(&no_eval);
+    // (this iteration's tokens, the eval stage's share of them)
+    let parts = [
+        (compute.tokens_generated, eval_stage.tokens_generated),
+        (compute.tokens_judged, eval_stage.tokens_judged),
+        (compute.tokens_trained, eval_stage.tokens_trained),
+    ];
+    let tokens = parts.iter().any(|(all, _)| all.is_some()).then(|| {
+        let [g, j, t] =
+            parts.map(|(all, eval)| (all.unwrap_or(0) as f64 - eval.unwrap_or(0) as f64).max(0.0));
         Tokens {
             generated: g,
             judged: j,
@@ -218,41 +220,37 @@ fn iteration(v: &Value, index: usize) -> Iteration {
         }
     });
     Iteration {
-        iteration: v
-            .get("iteration")
-            .and_then(Value::as_u64)
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(index as u32 + 1),
-        method: text(v, "method"),
-        pairs: num(v, "pairs"),
-        chosen: num(v, "chosen_score_mean"),
-        rejected: num(v, "rejected_score_mean"),
-        gap: num(v, "score_gap"),
-        similarity: num(v, "similarity_mean"),
-        anchored_share: num(v, "rejected_from_initial_share"),
-        future_share: num(v, "chosen_from_future_share"),
-        dpo: dpo(v.get("dpo")),
-        dpo_future: dpo(v.get("dpo_future")),
+        iteration: s.iteration.unwrap_or(index as u32 + 1),
+        method: s.method.map(|m| m.as_str().to_string()),
+        pairs: count(s.pairs),
+        chosen: finite(s.chosen_score_mean),
+        rejected: finite(s.rejected_score_mean),
+        gap: finite(s.score_gap),
+        similarity: finite(s.similarity_mean),
+        anchored_share: finite(s.rejected_from_initial_share),
+        future_share: finite(s.chosen_from_future_share),
+        dpo: s.dpo.as_ref().map(dpo),
+        dpo_future: s.dpo_future.as_ref().map(dpo),
         stage_wall,
-        wall_s: num(&compute, "wall_s"),
+        wall_s: finite(compute.wall_s),
         tokens,
-        eval_wall_s: eval_stage.and_then(|e| num(e, "wall_s")).unwrap_or(0.0),
+        eval_wall_s: finite(eval_stage.wall_s).unwrap_or(0.0),
         cumulative_tokens: None,
         cumulative_wall_s: None,
-        results_are_real: v.get("results_are_real").and_then(Value::as_bool),
-        test_doubles: strings(v.get("test_doubles")),
-        eval: eval(v.get("eval")),
+        results_are_real: s.results_are_real,
+        test_doubles: s.test_doubles.clone(),
+        eval: s.eval.as_ref().map(eval),
     }
 }
 
-/// The iteration summaries: `summary.json`, else the `kind: "iteration"` lines of
-/// `metrics.jsonl`.
-fn summaries(dir: &Path) -> Result<Vec<Value>> {
+/// The iteration summaries and the file they come from: `summary.json`, else the
+/// `kind: "iteration"` lines of `metrics.jsonl`.
+fn summaries(dir: &Path) -> Result<(PathBuf, Vec<Value>)> {
     let summary = dir.join("summary.json");
     if summary.is_file() {
         let v: Value = fsio::read_json(&summary)?;
         return match v.get("iterations") {
-            Some(Value::Array(a)) => Ok(a.clone()),
+            Some(Value::Array(a)) => Ok((summary, a.clone())),
             _ => Err(LoopError::Record {
                 path: summary,
                 message: "no `iterations` array".into(),
@@ -262,10 +260,11 @@ fn summaries(dir: &Path) -> Result<Vec<Value>> {
     let metrics = dir.join("metrics.jsonl");
     if metrics.is_file() {
         let lines: Vec<Value> = fsio::read_jsonl(&metrics)?;
-        return Ok(lines
+        let its = lines
             .into_iter()
             .filter(|l| l.get("kind").and_then(Value::as_str) == Some("iteration"))
-            .collect());
+            .collect();
+        return Ok((metrics, its));
     }
     Err(LoopError::RunDir {
         path: dir.to_path_buf(),
@@ -325,16 +324,22 @@ pub(crate) fn load_run(dir: &Path) -> Result<RunData> {
             message: "not a folder".into(),
         });
     }
-    let summaries = summaries(dir)?;
+    let (path, summaries) = summaries(dir)?;
     let mut iterations = Vec::with_capacity(summaries.len());
     for (i, s) in summaries.iter().enumerate() {
+        let bad = |message: String| LoopError::Record {
+            path: path.clone(),
+            message,
+        };
         if !s.is_object() {
-            return Err(LoopError::Record {
-                path: dir.join("summary.json"),
-                message: format!("iteration entry {} is not a JSON object", i + 1),
-            });
+            return Err(bad(format!(
+                "iteration entry {} is not a JSON object",
+                i + 1
+            )));
         }
-        iterations.push(iteration(s, i));
+        let summary = IterationSummary::deserialize(s)
+            .map_err(|e| bad(format!("iteration entry {}: {e}", i + 1)))?;
+        iterations.push(iteration(&summary, i));
     }
     if iterations.is_empty() {
         return Err(LoopError::RunDir {

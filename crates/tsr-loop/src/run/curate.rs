@@ -99,7 +99,7 @@ impl Run {
             "curated"
         );
         Ok(StageRecord {
-            details: json!({"prompts": decisions.len(), "kept": pairs.len(), "dropped": dropped, "pairs": pair_stats(&pairs)}),
+            details: json!({"prompts": decisions.len(), "kept": pairs.len(), "dropped": dropped, "pairs": PairStats::of(&pairs)}),
             ..StageRecord::default()
         })
     }

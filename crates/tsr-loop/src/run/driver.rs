@@ -2,6 +2,7 @@
 //! completed ones, and dispatches each stage to the module that implements it.
 
 use super::*;
+use crate::summary::{write_sorted, IterationSummary, StageCompute};
 
 impl Run {
     /// Run (or continue) every iteration. Completed stages are skipped; an interrupted stage
@@ -54,9 +55,13 @@ impl Run {
                 if stage == Stage::Summary {
                     // The summary needs its own stage's wall time too; fill it in now.
                     let path = idir.join("summary.json");
-                    let mut s: Value = fsio::read_json(&path)?;
-                    s["compute"]["stages"]["summary"] = json!({"wall_s": rec.wall_s});
-                    fsio::write_json(&path, &s)?;
+                    let mut s: IterationSummary = fsio::read_json(&path)?;
+                    let own = StageCompute {
+                        wall_s: Some(rec.wall_s),
+                        ..StageCompute::default()
+                    };
+                    s.compute.stages.insert(stage.name().into(), own);
+                    write_sorted(&path, &s)?;
                 }
                 fsio::write_json(&self.marker(it, stage), &rec)?;
                 tracing::info!(wall_s = rec.wall_s, "stage done");

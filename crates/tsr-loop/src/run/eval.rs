@@ -1,6 +1,7 @@
 //! The optional `eval` stage: held-out answers of `M_{i+1}`, `M_i` and `M_0`, compared pairwise.
 
 use super::*;
+use crate::summary::{to_sorted_value, EvalMatchup, EvalSummary};
 
 impl Run {
     /// The answers of `model` to the `[eval]` prompts (greedy, seeded per prompt), cached in
@@ -122,7 +123,12 @@ impl Run {
         let (model_answers, mut generated, mut gen_prompt) = self.eval_answers(b, it, &next)?;
         let seed = derive_seed(self.config.run.seed, &["eval-judge"]);
         let mut judged = 0u64;
-        let mut details = serde_json::Map::new();
+        let mut details = EvalSummary {
+            prompts: Some(self.eval_prompts.len()),
+            judge: Some(judge.name.clone()),
+            mode: Some(e.mode.as_str().to_string()),
+            ..EvalSummary::default()
+        };
         for (done, (key, opponent)) in opponents.iter().enumerate() {
             let (baseline, g, gp) = self.eval_answers(b, it, opponent)?;
             generated += g;
@@ -165,10 +171,11 @@ impl Run {
                 against = %opponent.name, win_rate = ?report.win_rate, ci_low = ?report.ci_low,
                 ci_high = ?report.ci_high, n = report.n, "eval"
             );
-            let mut v = serde_json::to_value(&report).expect("reports serialize");
-            v["model"] = json!(next.name);
-            v["opponent"] = json!(opponent.name);
-            details.insert((*key).to_string(), v);
+            let matchup = Some(EvalMatchup::new(report, &next.name, &opponent.name));
+            match *key {
+                "vs_previous" => details.vs_previous = matchup,
+                _ => details.vs_initial = matchup,
+            }
             obs.event(&Event::StageProgress {
                 iteration: it,
                 stage: "eval",
@@ -176,19 +183,15 @@ impl Run {
                 total: opponents.len() as u64,
             });
         }
-        if e.vs_initial && !details.contains_key("vs_initial") {
+        if e.vs_initial && details.vs_initial.is_none() {
             // Iteration 1: M_i is M_0.
-            let same = details["vs_previous"].clone();
-            details.insert("vs_initial".into(), same);
+            details.vs_initial = details.vs_previous.clone();
         }
-        details.insert("prompts".into(), json!(self.eval_prompts.len()));
-        details.insert("judge".into(), json!(judge.name));
-        details.insert("mode".into(), json!(e.mode.as_str()));
         Ok(StageRecord {
             tokens_generated: generated,
             generation_prompt_tokens: gen_prompt,
             tokens_judged: judged,
-            details: Value::Object(details),
+            details: to_sorted_value(&details)?,
             ..StageRecord::default()
         })
     }

@@ -55,9 +55,9 @@ mod state;
 mod summary;
 mod train;
 
+use crate::summary::{mean, PairStats};
 pub use stage::Stage;
 pub use state::RunState;
-use summary::{mean, pair_stats};
 
 fn pool_dir(prefix: &str, pool: Pool) -> String {
     format!("{prefix}-{}", pool.as_str())

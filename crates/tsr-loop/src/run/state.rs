@@ -2,6 +2,7 @@
 //! ([`RunState`]), regenerated after every stage.
 
 use super::*;
+use crate::summary::{write_sorted, RunSummary};
 
 /// Progress at a glance (`state.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ impl Run {
                     model = self.train_details(it, Stage::Train)?.model;
                 }
                 if stage == Stage::Summary {
+                    // Verbatim, not through `IterationSummary`: a summary an earlier version
+                    // wrote keeps its fields (and its lack of fields) in the run's files.
                     let mut s: Value = fsio::read_json(&self.iter_dir(it).join("summary.json"))?;
                     summaries.push(s.clone());
                     if let Some(o) = s.as_object_mut() {
@@ -55,10 +58,11 @@ impl Run {
             bytes.push(b'\n');
         }
         fsio::write_bytes(&self.dir.join("metrics.jsonl"), &bytes)?;
-        fsio::write_json(
-            &self.dir.join("summary.json"),
-            &json!({"method": method.as_str(), "iterations": summaries}),
-        )?;
+        let run_summary = RunSummary {
+            method,
+            iterations: summaries,
+        };
+        write_sorted(&self.dir.join("summary.json"), &run_summary)?;
         let state = RunState {
             method,
             iterations: self.config.run.iterations,
@@ -68,6 +72,6 @@ impl Run {
             finished: completed == self.config.run.iterations,
         };
         fsio::write_json(&self.dir.join("state.json"), &state)?;
-        Ok((state, summaries))
+        Ok((state, run_summary.iterations))
     }
 }

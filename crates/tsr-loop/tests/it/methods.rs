@@ -231,3 +231,28 @@ fn summary_reward_margin_is_the_last_epoch_mean_of_the_step_log() {
         assert_eq!(last_epoch.len() * 2, steps.len(), "{key}: two epochs");
     }
 }
+
+#[test]
+fn iteration_summaries_read_back_as_the_typed_summary_byte_for_byte() {
+    // `IterationSummary` holds every field the loop writes: reading a summary and writing it
+    // again (as the loop does, keys sorted) gives the same bytes.
+    let t = tempfile::tempdir().unwrap();
+    let (out, _) = run_fresh(t.path(), Method::Tsr, 2, 6);
+    for it in 1..=2 {
+        let path = t.path().join(format!("iter-{it:03}/summary.json"));
+        let bytes = std::fs::read(&path).unwrap();
+        let s: tsr_loop::IterationSummary = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(s.iteration, Some(it));
+        assert_eq!(s.method, Some(Method::Tsr));
+        assert!(s.dpo_future.is_some() && s.curation.phase2.is_some());
+        assert!(s.compute.stages.contains_key("summary"));
+        let value = serde_json::to_value(&s).unwrap();
+        assert_eq!(value, out.summaries[it as usize - 1]);
+        let mut again = serde_json::to_vec_pretty(&value).unwrap();
+        again.push(b'\n');
+        assert_eq!(
+            String::from_utf8(again).unwrap(),
+            String::from_utf8(bytes).unwrap()
+        );
+    }
+}
