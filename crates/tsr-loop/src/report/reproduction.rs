@@ -229,6 +229,10 @@ fn cell(values: &[f64], decimals: usize, seeds: usize) -> String {
     }
 }
 
+/// One seed's head-to-head result: the seed, the baseline's iteration when it is not its final
+/// one, and the tally.
+type SeedResult = (u64, Option<u32>, WinRateReport);
+
 /// The runs of one method, keyed by seed.
 struct Method<'a> {
     name: &'a str,
@@ -517,8 +521,7 @@ pub fn reproduction_report(input: &ReproductionInput) -> Result<ReproductionOutp
 
     // Pooled head-to-head results (every seed's records together).
     let mut records: BTreeMap<(String, String), Vec<WinRateRecord>> = BTreeMap::new();
-    let mut per_seed: BTreeMap<(String, String), Vec<(u64, Option<u32>, WinRateReport)>> =
-        BTreeMap::new();
+    let mut per_seed: BTreeMap<(String, String), Vec<SeedResult>> = BTreeMap::new();
     let mut matched = Vec::new();
     for h in &input.head_to_head {
         let r = read_records(&h.records)?;
