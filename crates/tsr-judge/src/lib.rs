@@ -87,6 +87,7 @@ pub mod llm;
 pub mod parse;
 pub mod probs;
 pub mod remote;
+pub mod seed;
 pub mod template;
 pub mod verdict;
 pub mod verifier;

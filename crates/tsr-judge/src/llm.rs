@@ -13,27 +13,7 @@ use crate::parse::{mean_score, parse_score, ParseFailure};
 use crate::probs::DigitDistribution;
 use crate::verdict::{Judge, JudgeItem, JudgeSample, JudgeStats, Verdict};
 
-/// The sampling seed of one item: a stable 64-bit hash of `(seed, id)` (FNV-1a, then the
-/// SplitMix64 finaliser). It depends on nothing else, so an item's judge samples do not change
-/// with the batch it is judged in, and it is the same on every platform and Rust version.
-pub fn item_seed(seed: u64, id: &str) -> u64 {
-    let mut bytes = seed.to_le_bytes().to_vec();
-    bytes.extend_from_slice(id.as_bytes());
-    splitmix64_mix(fnv1a64(&bytes))
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The SplitMix64 output function: spreads nearby hashes over the whole range.
-fn splitmix64_mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::seed::item_seed;
 
 /// LLM-as-a-judge over a [`Generator`]: the policy itself (self-rewarding) or any other model.
 ///
@@ -369,16 +349,6 @@ impl<G: Generator> Judge for LlmJudge<G> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hash_parts_match_published_vectors() {
-        // FNV-1a 64-bit test vectors (Fowler/Noll/Vo reference test suite).
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-        // SplitMix64 seeded with 0: the first output mixes state 0 + the golden gamma.
-        assert_eq!(splitmix64_mix(0x9e37_79b9_7f4a_7c15), 0xe220_a839_7b1d_cdaf);
-    }
 
     #[test]
     fn item_seed_uses_both_inputs() {

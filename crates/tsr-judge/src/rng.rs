@@ -16,15 +16,12 @@ impl SplitMix64 {
     /// A generator for one named purpose under a base seed, so that two uses of the same seed
     /// (say, the relevance and the truncation pairs) draw independent streams.
     pub(crate) fn for_stream(seed: u64, stream: &str) -> Self {
-        Self::new(crate::llm::item_seed(seed, stream))
+        Self::new(crate::seed::item_seed(seed, stream))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(crate::seed::SPLITMIX_GAMMA);
+        crate::seed::splitmix64_mix(self.0)
     }
 
     /// Uniform in `0..n` (`n > 0`), without modulo bias (rejection sampling).

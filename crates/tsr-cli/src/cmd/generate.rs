@@ -143,18 +143,9 @@ fn to_prompt(raw: RawPrompt, chat: bool) -> Prompt {
     }
 }
 
-/// The seed of a prompt's request: the base seed mixed with a stable hash of its id.
+/// The seed of a prompt's request (see [`tsr_judge::seed::id_seed`]).
 pub fn request_seed(seed: u64, id: &serde_json::Value) -> u64 {
-    // FNV-1a over the id's JSON text, then a splitmix64 finaliser.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.to_string().bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = seed ^ h;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    tsr_judge::seed::id_seed(seed, id)
 }
 
 pub fn run(args: Args) -> Result<()> {
