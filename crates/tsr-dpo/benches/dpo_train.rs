@@ -4,21 +4,30 @@
 //!
 //! Both sides train SmolLM2-135M-Instruct (fp32, CPU) on the same 32 conversational pairs
 //! (generated here, deterministic), batch 4, one epoch (8 steps), β 0.1, lr 1e-6, max length
-//! 256, reference log-probs precomputed before training, no dropout. The model is the built-in
-//! GGUF, dequantized and exported once as a Hugging Face directory that both sides load.
-//! Each side runs in its own process:
+//! 256, reference log-probs precomputed before training, no dropout (TRL's `disable_dropout`
+//! default; tsr's `dropout = 0`). The model is the built-in GGUF, dequantized and exported once
+//! as a Hugging Face directory that both sides load. Each side runs in its own process:
 //! - tsr: this binary re-executed (`TSR_DPO_BENCH_CHILD=tsr`);
 //! - TRL: `benches/dpo_ref.py` with the tsr reference venv's Python (`TSR_PYTHON` overrides).
+//!
+//! Rows, one run after the other:
+//! 1. tsr, activations kept (`gradient_checkpointing = "off"`); it writes its batch plan (the
+//!    pairs of every step, in order; tsr groups pairs of similar length);
+//! 2. tsr with activation checkpointing (`"on"`), same batches;
+//! 3. TRL replaying tsr's plan (a sequential sampler over the pairs in plan order): the same
+//!    batches in the same order, so both pad the same — the like-for-like comparison;
+//! 4. TRL with its own random batches (its default), for reference.
 //!
 //! Training tokens/s = non-padding tokens of the training steps / summed step wall time (TRL's
 //! `num_tokens` definition; reference precomputation excluded on both sides). Peak RSS = the
 //! process's high-water mark (`VmHWM` / `ru_maxrss`), loading included.
-//! Goals: tsr/TRL tokens/s >= 1.5, tsr/TRL peak RSS <= 0.5.
+//! Goals (like for like, rows 1-2 against row 3): tsr/TRL tokens/s >= 1.5, tsr/TRL peak RSS <= 0.5.
 //!
-//! Knobs: `TSR_DPO_BENCH_MICRO` = pairs per forward on the tsr side (4 = one forward per step;
-//! 1 = four accumulated forwards of one pair, same optimizer batch); `TSR_DPO_BENCH_CONCURRENT=1`
-//! runs both sides at the same time (use it on a shared, loaded machine: both see the same load);
-//! `TSR_DPO_BENCH_ONLY=tsr|trl`.
+//! Knob: `TSR_DPO_BENCH_MICRO` = pairs per forward on the tsr side (4 = one forward per step;
+//! 1 = four accumulated forwards of one pair, same optimizer batch).
+//!
+//! No padding-free TRL row: TRL 1.16's `padding_free=True` is switched off after its DPO
+//! refactor (it warns and falls back to padded batches), so it would repeat row 3.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -165,7 +174,13 @@ fn child_tsr(pairs: &Path, model_dir: &Path) {
         micro > 0 && 4 % micro == 0,
         "TSR_DPO_BENCH_MICRO must divide 4"
     );
+    let checkpointing = if std::env::var("TSR_DPO_BENCH_CHECKPOINTING").as_deref() == Ok("1") {
+        tsr_dpo::GradientCheckpointing::On
+    } else {
+        tsr_dpo::GradientCheckpointing::Off
+    };
     let cfg = DpoConfig {
+        gradient_checkpointing: checkpointing,
         batch_size: micro,
         gradient_accumulation_steps: 4 / micro,
         epochs: 1,
@@ -189,6 +204,15 @@ fn child_tsr(pairs: &Path, model_dir: &Path) {
     let mut sink = VecSink::default();
     let mut trainer =
         tsr_dpo::Trainer::new(&mut loaded.model, cfg, tokenized, reference, pad).unwrap();
+    if let Some(path) = std::env::var_os("TSR_DPO_BENCH_PLAN") {
+        // Steps of 4 pairs: the micro-batches of one step together.
+        let plan: Vec<Vec<usize>> = trainer
+            .batch_plan()
+            .chunks(4 / micro)
+            .map(|c| c.concat())
+            .collect();
+        std::fs::write(path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    }
     trainer
         .run(&mut sink, None, |m, total| {
             eprintln!(
@@ -203,7 +227,8 @@ fn child_tsr(pairs: &Path, model_dir: &Path) {
     println!(
         "RESULT {}",
         serde_json::json!({"tokens": tokens.round(), "seconds": secs, "tokens_per_s": tokens / secs, "steps": sink.0.len(),
-            "peak_rss_mb": vm_hwm_mb(), "losses": losses, "threads": tch::get_num_threads(), "pairs_per_forward": micro})
+            "peak_rss_mb": vm_hwm_mb(), "losses": losses, "threads": tch::get_num_threads(), "pairs_per_forward": micro,
+            "gradient_checkpointing": checkpointing == tsr_dpo::GradientCheckpointing::On})
     );
 }
 
@@ -247,45 +272,33 @@ fn main() {
             .unwrap();
         assert!(st.success(), "exporting the model failed");
     }
-    let only = std::env::var("TSR_DPO_BENCH_ONLY").unwrap_or_default();
-    if std::env::var("TSR_DPO_BENCH_CONCURRENT").as_deref() == Ok("1") {
-        // Both sides at once, so that they share whatever else loads the machine.
-        let tsr = Command::new(&exe)
-            .env("TSR_DPO_BENCH_CHILD", "tsr")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let trl = trl_command(&dir, &pairs, &model_dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let a = result(&tsr.wait_with_output().unwrap(), "tsr");
-        let b = result(&trl.wait_with_output().unwrap(), "trl");
-        println!("dpo_train/tsr: {a}");
-        println!("dpo_train/trl: {b}");
-        report(&a, &b);
-        return;
-    }
-    let tsr = (only != "trl").then(|| {
-        let out = Command::new(&exe)
-            .env("TSR_DPO_BENCH_CHILD", "tsr")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap();
-        let r = result(&out, "tsr");
-        println!("dpo_train/tsr: {r}");
+    let plan = dir.join("plan.json");
+    let tsr = |checkpointing: bool| {
+        let mut c = Command::new(&exe);
+        c.env("TSR_DPO_BENCH_CHILD", "tsr")
+            .env("TSR_DPO_BENCH_CHECKPOINTING", if checkpointing { "1" } else { "0" })
+            .stderr(std::process::Stdio::inherit());
+        if !checkpointing {
+            c.env("TSR_DPO_BENCH_PLAN", &plan);
+        }
+        let r = result(&c.output().unwrap(), "tsr");
+        println!("dpo_train/tsr{}: {r}", if checkpointing { "-checkpointed" } else { "" });
         r
-    });
-    let trl = (only != "tsr").then(|| {
-        let out = trl_command(&dir, &pairs, &model_dir).output().unwrap();
-        let r = result(&out, "trl");
-        println!("dpo_train/trl: {r}");
+    };
+    let trl = |replay: bool| {
+        let mut c = trl_command(&dir, &pairs, &model_dir);
+        if replay {
+            c.arg(&plan);
+        }
+        let r = result(&c.output().unwrap(), "trl");
+        println!("dpo_train/trl{}: {r}", if replay { "-same-batches" } else { "-own-batches" });
         r
-    });
-    if let (Some(a), Some(b)) = (tsr, trl) {
-        report(&a, &b);
-    }
+    };
+    let plain = tsr(false);
+    let checkpointed = tsr(true);
+    let trl_same = trl(true);
+    let trl_own = trl(false);
+    report(&plain, &checkpointed, &trl_same, &trl_own);
 }
 
 fn trl_command(dir: &Path, pairs: &Path, model_dir: &Path) -> Command {
@@ -302,15 +315,32 @@ fn trl_command(dir: &Path, pairs: &Path, model_dir: &Path) -> Command {
     c
 }
 
-fn report(a: &serde_json::Value, b: &serde_json::Value) {
+fn report(
+    plain: &serde_json::Value,
+    checkpointed: &serde_json::Value,
+    trl_same: &serde_json::Value,
+    trl_own: &serde_json::Value,
+) {
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    let row = |name: &str, v: &serde_json::Value| {
+        println!(
+            "dpo_train: {name:<28} {:>7.1} tokens/s ({:>5.2}x TRL same batches), {:>5.2} s/step, peak RSS {:>5.0} MB ({:.2}x)",
+            f(v, "tokens_per_s"),
+            f(v, "tokens_per_s") / f(trl_same, "tokens_per_s"),
+            f(v, "seconds") / f(v, "steps"),
+            f(v, "peak_rss_mb"),
+            f(v, "peak_rss_mb") / f(trl_same, "peak_rss_mb"),
+        )
+    };
+    row("tsr", plain);
+    row("tsr, checkpointing", checkpointed);
+    row("TRL, tsr's batches", trl_same);
+    row("TRL, its own batches", trl_own);
     println!(
-        "dpo_train: tsr/trl training tokens/s = {:.2} (goal >= 1.5; tsr {:.1}, trl {:.1}), peak RSS = {:.2} (goal <= 0.5; tsr {:.0} MB, trl {:.0} MB)",
-        f(a, "tokens_per_s") / f(b, "tokens_per_s"),
-        f(a, "tokens_per_s"),
-        f(b, "tokens_per_s"),
-        f(a, "peak_rss_mb") / f(b, "peak_rss_mb"),
-        f(a, "peak_rss_mb"),
-        f(b, "peak_rss_mb"),
+        "dpo_train: goals: tokens/s >= 1.5x TRL like for like (tsr {:.2}x, checkpointed {:.2}x); peak RSS <= 0.5x (tsr {:.2}x, checkpointed {:.2}x)",
+        f(plain, "tokens_per_s") / f(trl_same, "tokens_per_s"),
+        f(checkpointed, "tokens_per_s") / f(trl_same, "tokens_per_s"),
+        f(plain, "peak_rss_mb") / f(trl_same, "peak_rss_mb"),
+        f(checkpointed, "peak_rss_mb") / f(trl_same, "peak_rss_mb"),
     );
 }

@@ -291,6 +291,17 @@ impl<'m> Trainer<'m> {
         self.model
     }
 
+    /// The whole run's micro-batches in training order, each as the `index` fields of its pairs
+    /// (so another trainer can replay exactly these batches, as the DPO benchmark does with TRL).
+    pub fn batch_plan(&mut self) -> Vec<Vec<usize>> {
+        (0..self.plan.total_micro)
+            .map(|m| {
+                let (_, _, sel) = self.micro_batch(m);
+                sel.iter().map(|&i| self.pairs[i].index).collect()
+            })
+            .collect()
+    }
+
     fn micro_batch(&mut self, micro: u64) -> (u64, usize, Vec<usize>) {
         let (epoch, idx) = self.plan.locate(micro);
         let c = self.cfg.get();
