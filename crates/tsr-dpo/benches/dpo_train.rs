@@ -276,13 +276,19 @@ fn main() {
     let tsr = |checkpointing: bool| {
         let mut c = Command::new(&exe);
         c.env("TSR_DPO_BENCH_CHILD", "tsr")
-            .env("TSR_DPO_BENCH_CHECKPOINTING", if checkpointing { "1" } else { "0" })
+            .env(
+                "TSR_DPO_BENCH_CHECKPOINTING",
+                if checkpointing { "1" } else { "0" },
+            )
             .stderr(std::process::Stdio::inherit());
         if !checkpointing {
             c.env("TSR_DPO_BENCH_PLAN", &plan);
         }
         let r = result(&c.output().unwrap(), "tsr");
-        println!("dpo_train/tsr{}: {r}", if checkpointing { "-checkpointed" } else { "" });
+        println!(
+            "dpo_train/tsr{}: {r}",
+            if checkpointing { "-checkpointed" } else { "" }
+        );
         r
     };
     let trl = |replay: bool| {
@@ -291,7 +297,14 @@ fn main() {
             c.arg(&plan);
         }
         let r = result(&c.output().unwrap(), "trl");
-        println!("dpo_train/trl{}: {r}", if replay { "-same-batches" } else { "-own-batches" });
+        println!(
+            "dpo_train/trl{}: {r}",
+            if replay {
+                "-same-batches"
+            } else {
+                "-own-batches"
+            }
+        );
         r
     };
     let plain = tsr(false);
