@@ -22,7 +22,9 @@
 
 use tch::{Kind, Tensor};
 
-use super::{rms_norm, Masks, Model};
+use super::forward::rms_norm;
+use super::inputs::Masks;
+use super::Model;
 use crate::error::ModelError;
 
 /// What a checkpointed forward keeps for its backward pass.
