@@ -158,10 +158,8 @@ pub fn cached_reference_logps(
         data: data_key,
         logps,
     };
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string(&file).map_err(|e| DpoError::json(&tmp, e))?;
-    std::fs::write(&tmp, text).map_err(|e| DpoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| DpoError::io(&path, e))?;
+    let text = serde_json::to_string(&file).map_err(|e| DpoError::json(&path, e))?;
+    tsr_io::write(&path, text).map_err(|e| DpoError::io(&path, e))?;
     Ok((file.logps, path))
 }
 

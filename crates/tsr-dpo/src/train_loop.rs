@@ -272,7 +272,8 @@ pub(crate) fn drive<S: Stepper>(
     Ok((last, mean))
 }
 
-/// Writes a checkpoint directory atomically (written aside, then renamed over `dir`):
+/// Writes a checkpoint directory atomically (`tsr_io::replace_dir`: written aside, then renamed
+/// over `dir`):
 /// `model.safetensors` and `optimizer.safetensors` from `opt`, plus `files` (name, contents).
 /// Refuses non-finite weights.
 pub(crate) fn write_checkpoint(dir: &Path, opt: &AdamW, files: &[(&str, String)]) -> Result<()> {
@@ -282,23 +283,18 @@ pub(crate) fn write_checkpoint(dir: &Path, opt: &AdamW, files: &[(&str, String)]
             reason: format!("parameter {name} is not finite: not saved"),
         });
     }
-    let tmp = dir.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| DpoError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| DpoError::io(&tmp, e))?;
-    opt.save(
-        &tmp.join("model.safetensors"),
-        &tmp.join("optimizer.safetensors"),
-    )?;
-    for (name, text) in files {
-        let p = tmp.join(name);
-        std::fs::write(&p, text).map_err(|e| DpoError::io(&p, e))?;
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| DpoError::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| DpoError::io(dir, e))?;
+    tsr_io::replace_dir(dir, |tmp| {
+        opt.save(
+            &tmp.join("model.safetensors"),
+            &tmp.join("optimizer.safetensors"),
+        )?;
+        for (name, text) in files {
+            let p = tmp.join(name);
+            std::fs::write(&p, text).map_err(|e| DpoError::io(&p, e))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.into_error(|e| DpoError::io(dir, e)))?;
     Ok(())
 }
 

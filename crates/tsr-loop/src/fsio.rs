@@ -1,54 +1,26 @@
-//! Crash-safe file writes: write a temporary file beside the target, fsync it, rename it over
-//! the target, fsync the folder. A reader therefore sees either the old file or the complete new
-//! one, never a torn write; a failed write (full disk, I/O error) removes the temporary file and
-//! leaves the target untouched.
+//! The run folder's file access: crash-safe writes (through `tsr_io`, the one implementation all
+//! crates share: a temporary beside the target, fsynced and renamed over it, then the folder
+//! fsynced, so a reader sees the old file or the complete new one; a failed write leaves the
+//! target untouched) with [`LoopError`]s that name the path, and JSON / JSON-lines records.
 
 use crate::error::{io, LoopError, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
-
-const TMP_SUFFIX: &str = ".tsr-tmp";
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(TMP_SUFFIX);
-    path.with_file_name(name)
-}
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 
 /// The folder holding `path`: its parent, or `.` for a bare relative name such as `run` (whose
 /// parent is the empty path, which cannot be opened).
 pub fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+    tsr_io::parent_dir(path)
 }
 
-/// Write `path` atomically with whatever `fill` writes.
+/// Write `path` atomically with whatever `fill` writes (through [`tsr_io::write_with`]).
 pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
 {
-    let tmp = tmp_path(path);
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        fill(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(parent_dir(path))
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(LoopError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    Ok(())
+    tsr_io::write_with(path, fill).map_err(io(path))
 }
 
 /// Write bytes atomically.
@@ -107,16 +79,12 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 
 /// Create a folder (and parents) and fsync its parent so the entry survives a crash.
 pub fn create_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(io(path))?;
-    let parent = parent_dir(path);
-    sync_dir(parent).map_err(io(parent))
+    tsr_io::create_dir(path).map_err(io(path))
 }
 
 /// Rename atomically and fsync the folder.
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(io(to))?;
-    let parent = parent_dir(to);
-    sync_dir(parent).map_err(io(parent))
+    tsr_io::rename(from, to).map_err(io(to))
 }
 
 /// Remove a file or a folder tree if it exists.
@@ -146,38 +114,16 @@ pub fn remove_stale_tmp(dir: &Path) -> Result<()> {
     };
     for entry in entries {
         let entry = entry.map_err(io(dir))?;
-        if entry.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+        if tsr_io::is_temporary(&entry.file_name().to_string_lossy()) {
             remove_if_exists(&entry.path())?;
         }
     }
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    // Opening a folder read-only and fsyncing it persists renames inside it (POSIX).
-    match File::open(dir) {
-        Ok(f) => f.sync_all().or_else(|e| {
-            // Some filesystems refuse fsync on folders; the rename itself is still atomic.
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_folder_of_a_bare_name_is_the_current_one() {
-        assert_eq!(parent_dir(Path::new("run")), Path::new("."));
-        assert_eq!(parent_dir(Path::new("a/run")), Path::new("a"));
-        assert_eq!(parent_dir(Path::new("/")), Path::new("."));
-    }
 
     #[test]
     fn failed_write_leaves_nothing() {

@@ -38,7 +38,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(io(&path))?;
-        match file.try_lock() {
+        match try_lock(&mut file) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(LoopError::Locked {
@@ -71,6 +71,26 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Takes the lock. A lock whose file is empty has just been released (or just taken): a child
+/// process that another thread is starting holds a copy of every open file until it has
+/// started its program, and with it the lock its parent has already let go. Such a lock is
+/// tried again for up to a second before it counts as held.
+fn try_lock(file: &mut File) -> std::result::Result<(), TryLockError> {
+    for _ in 0..20 {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if file_is_empty(file) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+    file.try_lock()
+}
+
+fn file_is_empty(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.len() == 0)
 }
 
 /// The pid the holder wrote into the lock file. A holder that has just taken the lock may not

@@ -287,53 +287,18 @@ pub fn save_model_dir(
     opts: &SaveOptions,
     extra: impl FnOnce(&Path) -> Result<(), ModelError>,
 ) -> Result<(), ModelError> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| ModelError::Other(format!("cannot save a model to {}", dir.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tsr-tmp-{pid}"));
-    stage(model, &tmp, opts, extra)?;
-    if dir.exists() {
-        let old = parent.join(format!(".{name}.tsr-old-{pid}"));
-        std::fs::rename(dir, &old).map_err(|e| ModelError::io(dir, e))?;
-        if let Err(e) = std::fs::rename(&tmp, dir) {
-            let _ = std::fs::rename(&old, dir);
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(ModelError::io(dir, e));
-        }
-        std::fs::remove_dir_all(&old).map_err(|e| ModelError::io(&old, e))?;
-    } else if let Err(e) = std::fs::rename(&tmp, dir) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(ModelError::io(dir, e));
+    if dir.file_name().is_none() {
+        return Err(ModelError::Other(format!(
+            "cannot save a model to {}",
+            dir.display()
+        )));
     }
+    tsr_io::replace_dir(dir, |tmp| {
+        write_contents(model, tmp, opts).and_then(|()| extra(tmp))
+    })
+    .map_err(|e| e.into_error(|e| ModelError::io(dir, e)))?;
     tracing::info!(dir = %dir.display(), "saved model");
     Ok(())
-}
-
-/// Writes the model and `extra`'s files into a fresh staging folder `tmp` (replacing a stale one
-/// of the same name); on an error the staging folder is removed.
-fn stage(
-    model: &Model,
-    tmp: &Path,
-    opts: &SaveOptions,
-    extra: impl FnOnce(&Path) -> Result<(), ModelError>,
-) -> Result<(), ModelError> {
-    if tmp.exists() {
-        std::fs::remove_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
-    }
-    std::fs::create_dir(tmp).map_err(|e| ModelError::io(tmp, e))?;
-    let written = write_contents(model, tmp, opts).and_then(|()| extra(tmp));
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(tmp);
-    }
-    written
 }
 
 /// Is `dir` a complete model written by [`save_model_into`] (or any HF folder): `config.json`
@@ -387,6 +352,25 @@ pub fn save_model_into(
     std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     tracing::info!(dir = %dir.display(), "saved model");
     Ok(())
+}
+
+/// Writes the model and `extra`'s files into a fresh staging folder `tmp` (replacing a stale one
+/// of the same name); on an error the staging folder is removed.
+fn stage(
+    model: &Model,
+    tmp: &Path,
+    opts: &SaveOptions,
+    extra: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
+    }
+    std::fs::create_dir(tmp).map_err(|e| ModelError::io(tmp, e))?;
+    let written = write_contents(model, tmp, opts).and_then(|()| extra(tmp));
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    written
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), ModelError> {

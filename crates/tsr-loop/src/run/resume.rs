@@ -85,11 +85,7 @@ fn is_stale_temporary(dir: &Path, name: &str) -> bool {
         return dir.join(model).join(TRAIN_REPORT).exists();
     }
     // `.NAME.tsr-tmp-PID` / `.NAME.tsr-old-PID`: a model save's staging folders.
-    name.starts_with('.')
-        && [".tsr-tmp-", ".tsr-old-"].iter().any(|tag| {
-            name.rsplit_once(tag)
-                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-        })
+    tsr_io::is_temporary(name)
 }
 
 /// ` (test doubles: ...)` when a provenance lists any.
