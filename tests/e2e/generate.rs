@@ -100,9 +100,12 @@ fn generate_rejects_bad_prompt_files_with_line_numbers() {
     for (content, needle) in [
         (
             "{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": 1, \"prompt\": \"b\"}\n",
-            "line 2: duplicate id 1",
+            "bad.jsonl:2: duplicate prompt id `1`",
         ),
-        ("{\"id\": 1, \"prompt\": \"a\"}\n\n{\"id\": 2}\n", "line 3"),
+        (
+            "{\"id\": 1, \"prompt\": \"a\"}\n\n{\"id\": 2}\n",
+            "bad.jsonl:3: missing `prompt`",
+        ),
     ] {
         let p = dir.path().join("bad.jsonl");
         std::fs::write(&p, content).unwrap();

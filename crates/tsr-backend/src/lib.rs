@@ -9,11 +9,30 @@
 //!   for `tsr_loop::EngineBackend` (sampling and judging on servers, training by a command).
 //! - [`backend_for`] is the one wiring point: the backend a run configuration asks for.
 //!
+//! The commands of the `tsr` binary as library calls, each taking a plain options struct:
+//! [`seed_model`] (the judge-tuned seed model), [`eft`] (EFT data files), [`train`] (SFT and
+//! DPO into an output folder), [`eval_data`] (the evaluation sets and the built-in judge pairs)
+//! and [`doctor`] (what the environment looks like); [`generate`] (completions for a prompt
+//! file), [`judging`] (judging a file of responses, judge accuracy on pairs), [`eval`] (win
+//! rates, GSM8K accuracy, the AlpacaEval export) and [`logprobs`] (a completion's token
+//! log-probabilities). [`load_model`] and [`sampler`] are how they load a model and sample from
+//! it.
+//!
 //! `examples/custom_loop.rs` builds a two-iteration loop of its own from these pieces and
 //! tsr-curate, with a curation rule of its own.
 
+pub mod doctor;
+pub mod eft;
+pub mod eval;
+pub mod eval_data;
 mod files;
+pub mod generate;
+pub mod judging;
+mod local;
+pub mod logprobs;
+pub mod seed_model;
 mod torch;
+pub mod train;
 
 use std::path::Path;
 
@@ -22,6 +41,7 @@ use tsr_loop::Backend;
 use tsr_model::Device;
 
 pub use files::TorchModelFiles;
+pub use local::{batch_sampler, load_model, sampler};
 pub use torch::{TorchBackend, TorchSettings};
 
 /// The backend `cfg` asks for on `device`: a [`TorchBackend`], inside a
@@ -58,4 +78,9 @@ pub fn backend_for(
         run_dir,
         Box::new(TorchModelFiles),
     )))
+}
+
+/// Writes `bytes` to `dest` atomically (`tsr_io::write`), naming `dest` in the error.
+pub fn write_atomic(dest: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    tsr_io::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
 }

@@ -33,7 +33,10 @@ pub use config::{
 };
 pub use engine::{EngineBackend, ModelFiles};
 pub use error::{error_chain, BackendError, LoopError, Result};
-pub use prompts::{load_prompts, parse_prompts, PromptRecord};
+pub use prompts::{
+    load_prompts, parse_prompt_lines, parse_prompts, read_prompt_lines, PromptFormat, PromptLine,
+    PromptRecord,
+};
 pub use run::{Run, RunOutcome, RunState, Stage};
 pub use seed::derive_seed;
 pub use summary::{

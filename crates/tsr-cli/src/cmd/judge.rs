@@ -8,18 +8,17 @@
 //! parsed), `judge_samples`, `judge_scores`, `judge_failures`, `judge_finish_reasons`, and in the
 //! probability modes (`--mode expected|direct`) `judge_digit_mass` and `judge_digit_probs`.
 //! Defaults (3 samples, T 0.7, top_p 0.9, 256 new tokens) are `tsr_judge::JudgeConfig`'s.
+//! The judging loop is `tsr_backend::judging::judge_blocks`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tsr_judge::jsonl::{annotate, read_judge_input, write_jsonl, JsonlRecord};
-use tsr_judge::{
-    Judge, JudgeConfig, JudgeItem, JudgeMode, JudgeStats, JudgeTemplate, LlmJudge, Verdict,
-    VerifierJudge,
-};
-use tsr_model::{load, parse_device, LoadOptions};
-use tsr_sample::{Sampler, SamplerOptions};
+use tsr_backend::judging::{judge_blocks, JudgeOverrides};
+use tsr_judge::jsonl::{read_judge_input, write_jsonl, JsonlRecord};
+use tsr_judge::{Judge, JudgeItem, JudgeMode, LlmJudge, VerifierJudge};
+
+use super::Sink;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -65,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         return judge_all(&args, &mut VerifierJudge::default(), records, &items);
     }
     // Check the settings (and read the template) before the slow model load.
-    let settings = args.judge.config().validate()?;
+    let settings = args.judge.overrides().config().validate()?;
     if let Some(engine) = args.engine.engine()? {
         tracing::info!(urls = ?args.engine.engine_urls, judge = %settings.describe(), "judging on the engine");
         let mut judge = LlmJudge::new(engine, settings);
@@ -75,73 +74,42 @@ pub fn run(args: Args) -> Result<()> {
         .model
         .as_deref()
         .context("--model is required without --verifier")?;
-    let device = parse_device(&args.device)?;
-    let loaded = load(
-        spec,
-        &LoadOptions {
-            device,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading model {spec}"))?;
+    let loaded = tsr_backend::load_model(spec, tsr_model::parse_device(&args.device)?)?;
     tracing::info!(model = %loaded.source.display(), judge = %settings.describe(), "judging");
-    let options = SamplerOptions {
-        max_batch_rows: args.max_batch,
-        ..Default::default()
-    };
-    let sampler = Sampler::new(&loaded.model, &loaded.tokenizer)
-        .with_generation_config(&loaded.generation)
-        .with_options(options);
+    let sampler = tsr_backend::batch_sampler(&loaded, args.max_batch);
     let mut judge = LlmJudge::new(sampler, settings);
     judge_all(&args, &mut judge, records, &items)
 }
 
-/// Judges the items block by block, writing each block's lines as it finishes.
+/// Judges the items block by block, writing each block's lines (and verdicts) as it finishes.
 fn judge_all(
     args: &Args,
     judge: &mut dyn Judge,
     mut records: Vec<JsonlRecord>,
     items: &[JudgeItem],
 ) -> Result<()> {
-    let mut out = super::Sink::open(args.out.as_deref())?;
+    let mut out = Sink::open(args.out.as_deref())?;
     let mut verdicts_out = match &args.verdicts {
-        Some(p) => Some(super::Sink::open(Some(p))?),
+        Some(p) => Some(Sink::open(Some(p))?),
         None => None,
     };
-    let mut stats = JudgeStats::default();
-    for (recs, block) in records.chunks_mut(args.block).zip(items.chunks(args.block)) {
-        let verdicts: Vec<Verdict> = judge.judge(block)?;
-        stats.add(&JudgeStats::of(&verdicts));
-        for (r, v) in recs.iter_mut().zip(&verdicts) {
-            annotate(&mut r.fields, v);
-        }
+    judge_blocks(judge, &mut records, items, args.block, |recs, verdicts| {
         write_jsonl(&mut out.writer, recs.iter().map(|r| &r.fields))
             .with_context(|| format!("writing {}", out.name()))?;
         if let Some(sink) = verdicts_out.as_mut() {
-            for v in &verdicts {
+            for v in verdicts {
                 serde_json::to_writer(&mut sink.writer, v)?;
                 sink.writer
                     .write_all(b"\n")
                     .with_context(|| format!("writing {}", sink.name()))?;
             }
         }
-        tracing::info!(done = stats.items, total = items.len(), "items judged");
-    }
+        Ok(())
+    })?;
     out.finish()?;
     if let Some(sink) = verdicts_out {
         sink.finish()?;
     }
-    tracing::info!(
-        items = stats.items,
-        unscored_items = stats.unscored_items,
-        samples = stats.samples,
-        unparsed_samples = stats.unparsed_samples,
-        unfinished_samples = stats.unfinished_samples,
-        completion_tokens = stats.completion_tokens,
-        digit_mass_mean = ?stats.digit_mass_mean(),
-        digit_mass_min = ?stats.digit_mass_min,
-        "judging done"
-    );
     Ok(())
 }
 
@@ -183,27 +151,20 @@ pub struct JudgeOptions {
 }
 
 impl JudgeOptions {
-    /// The judge configuration: `JudgeConfig`'s defaults, overridden by the flags given. A
-    /// `--template` that names a built-in prompt selects it; anything else is a file.
-    pub fn config(&self) -> JudgeConfig {
-        let d = JudgeConfig::default();
-        let (template, template_path) = match self.template.as_deref() {
-            None => (d.template.clone(), None),
-            Some(t) if JudgeTemplate::builtin(t).is_some() => (t.to_string(), None),
-            Some(file) => (d.template.clone(), Some(PathBuf::from(file))),
-        };
-        JudgeConfig {
+    /// The settings given, for `tsr_backend::judging::JudgeOverrides::config` (`JudgeConfig`'s
+    /// defaults, overridden by the flags given; a `--template` that names a built-in prompt
+    /// selects it, anything else is a file).
+    pub fn overrides(&self) -> JudgeOverrides {
+        JudgeOverrides {
+            samples: self.samples,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
             mode: self.mode,
-            template,
-            template_path,
-            samples: self.samples.unwrap_or(d.samples),
-            temperature: self.temperature.unwrap_or(d.temperature),
-            top_p: self.top_p.unwrap_or(d.top_p),
-            max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
-            seed: self.seed.unwrap_or(d.seed),
-            batch_size: 0,
-            top_logprobs: self.top_logprobs.unwrap_or(d.top_logprobs),
-            min_digit_mass: self.min_digit_mass.unwrap_or(d.min_digit_mass),
+            template: self.template.clone(),
+            top_logprobs: self.top_logprobs,
+            min_digit_mass: self.min_digit_mass,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! configuration) and, with `checkpoint_every > 0` (the default is 50), `checkpoint/`; a run
 //! started again with the same arguments resumes from that checkpoint. A folder that already holds
 //! a trained model is refused unless `--overwrite` is given (see
-//! [`super::prepare_training_output`]); bad input is reported before the folder changes.
+//! `tsr_backend::train::prepare_training_output`); bad input is reported before the folder changes.
 //!
 //! `--config` is a TOML file with the fields of `tsr_dpo::SftConfig`, either at top level or in
 //! an `[sft]` table.
@@ -15,9 +15,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use tsr_dpo::SftConfig;
-use tsr_model::{Kind, LoadOptions};
+use anyhow::Result;
+use tsr_backend::train::{self, TrainEvent, TrainOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -49,65 +48,41 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut cfg: SftConfig = super::read_config_section(args.config.as_deref(), "sft")?;
-    if let Some(s) = args.max_steps {
-        cfg.max_steps = Some(s);
-    }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    let checked = cfg.validate()?;
-    let device = tsr_model::parse_device(&args.device)?;
-    let opts = LoadOptions {
-        device,
-        kind: Kind::Float,
+    let options = TrainOptions {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        out: args.out.clone(),
+        config: args.config,
+        device: tsr_model::parse_device(&args.device)?,
+        max_steps: args.max_steps,
+        seed: args.seed,
+        overwrite: args.overwrite,
     };
-    // Everything that can fail on bad input comes before the output folder changes.
-    let examples = tsr_dpo::read_examples(&args.data)?;
-    let mut loaded = tsr_model::load(&args.model, &opts)
-        .with_context(|| format!("loading model {}", args.model))?;
-    super::prepare_training_output(
-        &args.out,
-        "sft_config.json",
-        &serde_json::to_string_pretty(&cfg)?,
-        args.overwrite,
-    )?;
-
-    eprintln!(
-        "sft: {} examples from {}, model {}",
-        examples.len(),
-        args.data.display(),
-        args.model
-    );
-    let report = tsr_dpo::train_sft(
-        &mut loaded.model,
-        &loaded.tokenizer,
-        &examples,
-        &checked,
-        &args.out,
-        |m, total| {
+    let report = train::sft(&options, |event| match event {
+        TrainEvent::Started { items } => eprintln!(
+            "sft: {items} examples from {}, model {}",
+            args.data.display(),
+            args.model
+        ),
+        TrainEvent::Step { metrics: m, total } => {
             eprintln!(
                 "step {}/{} epoch {:.2} loss {:.4} acc {:.3} grad_norm {:.3} lr {:.2e} {:.0} tok/s {:.2} s",
                 m.step, total, m.epoch, m.loss, m.mean_token_accuracy, m.grad_norm, m.learning_rate, m.tokens_per_s, m.step_seconds
             );
-        },
-    )?;
-    if !report.dropped.is_empty() {
-        eprintln!(
-            "sft: {} examples dropped (no assistant token within max_length)",
-            report.dropped.len()
-        );
-    }
-    if let Some(s) = report.resumed_from {
-        eprintln!("sft: resumed from step {s}");
-    }
-    tsr_dpo::save_model_in(
-        &loaded.model,
-        &loaded.tokenizer,
-        &loaded.generation,
-        &args.out,
-    )
-    .with_context(|| format!("saving the model to {}", args.out.display()))?;
+        }
+        TrainEvent::Trained {
+            dropped,
+            resumed_from,
+        } => {
+            if dropped > 0 {
+                eprintln!("sft: {dropped} examples dropped (no assistant token within max_length)");
+            }
+            if let Some(s) = resumed_from {
+                eprintln!("sft: resumed from step {s}");
+            }
+        }
+        _ => {}
+    })?;
     eprintln!(
         "sft: {} steps, mean {:.0} tok/s; the model, metrics.jsonl and the settings are in {}",
         report.summary.steps,

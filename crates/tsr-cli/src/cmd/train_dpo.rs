@@ -7,7 +7,7 @@
 //! `ref_cache/` (reference log-probs) and, with `checkpoint_every > 0`, `checkpoint/`; a run
 //! started again with the same arguments resumes from that checkpoint. A folder that already holds
 //! a trained model is refused unless `--overwrite` is given (see
-//! [`super::prepare_training_output`]); bad input is reported before the folder changes.
+//! `tsr_backend::train::prepare_training_output`); bad input is reported before the folder changes.
 //!
 //! `--config` is a TOML file with the fields of `tsr_dpo::DpoConfig`, either at top level or in
 //! a `[dpo]` table.
@@ -16,9 +16,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use tsr_dpo::DpoConfig;
-use tsr_model::{Kind, LoadOptions};
+use anyhow::Result;
+use tsr_backend::train::{self, TrainEvent, TrainOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -50,65 +49,41 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut cfg: DpoConfig = super::read_config_section(args.config.as_deref(), "dpo")?;
-    if let Some(s) = args.max_steps {
-        cfg.max_steps = Some(s);
-    }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    let checked = cfg.validate()?;
-    let device = tsr_model::parse_device(&args.device)?;
-    let opts = LoadOptions {
-        device,
-        kind: Kind::Float,
+    let options = TrainOptions {
+        model: args.model.clone(),
+        data: args.pairs.clone(),
+        out: args.out.clone(),
+        config: args.config,
+        device: tsr_model::parse_device(&args.device)?,
+        max_steps: args.max_steps,
+        seed: args.seed,
+        overwrite: args.overwrite,
     };
-    // Everything that can fail on bad input comes before the output folder changes.
-    let pairs = tsr_dpo::read_pairs(&args.pairs)?;
-    let mut loaded = tsr_model::load(&args.model, &opts)
-        .with_context(|| format!("loading model {}", args.model))?;
-    super::prepare_training_output(
-        &args.out,
-        "dpo_config.json",
-        &serde_json::to_string_pretty(&cfg)?,
-        args.overwrite,
-    )?;
-
-    eprintln!(
-        "train-dpo: {} pairs from {}, model {}",
-        pairs.len(),
-        args.pairs.display(),
-        args.model
-    );
-    let report = tsr_dpo::train_dpo(
-        &mut loaded.model,
-        &loaded.tokenizer,
-        &pairs,
-        &checked,
-        &args.out,
-        |m, total| {
+    let report = train::dpo(&options, |event| match event {
+        TrainEvent::Started { items } => eprintln!(
+            "train-dpo: {items} pairs from {}, model {}",
+            args.pairs.display(),
+            args.model
+        ),
+        TrainEvent::Step { metrics: m, total } => {
             eprintln!(
             "step {}/{} epoch {:.2} loss {:.4} margin {:+.4} acc {:.2} grad_norm {:.3} lr {:.2e} {:.0} tok/s",
             m.step, total, m.epoch, m.loss, m.rewards_margins, m.rewards_accuracies, m.grad_norm, m.learning_rate, m.tokens_per_s
         );
-        },
-    )?;
-    if !report.dropped.is_empty() {
-        eprintln!(
-            "train-dpo: {} pairs dropped (prompt longer than max_length)",
-            report.dropped.len()
-        );
-    }
-    if let Some(s) = report.resumed_from {
-        eprintln!("train-dpo: resumed from step {s}");
-    }
-    tsr_dpo::save_model_in(
-        &loaded.model,
-        &loaded.tokenizer,
-        &loaded.generation,
-        &args.out,
-    )
-    .with_context(|| format!("saving the model to {}", args.out.display()))?;
+        }
+        TrainEvent::Trained {
+            dropped,
+            resumed_from,
+        } => {
+            if dropped > 0 {
+                eprintln!("train-dpo: {dropped} pairs dropped (prompt longer than max_length)");
+            }
+            if let Some(s) = resumed_from {
+                eprintln!("train-dpo: resumed from step {s}");
+            }
+        }
+        _ => {}
+    })?;
     eprintln!(
         "train-dpo: {} steps, mean {:.0} tok/s; the model, metrics.jsonl and the settings are in {}",
         report.summary.steps,

@@ -1,0 +1,38 @@
+//! A model on this machine: loading one by name, folder or file, and the sampler over it that
+//! the commands generate and judge with.
+
+use anyhow::{Context, Result};
+use tsr_model::{load, Device, LoadOptions, Loaded};
+use tsr_sample::{Sampler, SamplerOptions};
+
+/// Loads `spec` (a built-in model name, a Hugging Face folder or a .gguf file) on `device` with
+/// the default dtype; the error names the model.
+pub fn load_model(spec: &str, device: Device) -> Result<Loaded> {
+    load(
+        spec,
+        &LoadOptions {
+            device,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading model {spec}"))
+}
+
+/// The sampler over `loaded`: its generation config (stop tokens) and `options`.
+pub fn sampler(loaded: &Loaded, options: SamplerOptions) -> Sampler<'_> {
+    Sampler::new(&loaded.model, &loaded.tokenizer)
+        .with_generation_config(&loaded.generation)
+        .with_options(options)
+}
+
+/// [`sampler`] with at most `max_batch` sequences decoded together and the other options at
+/// their defaults.
+pub fn batch_sampler(loaded: &Loaded, max_batch: usize) -> Sampler<'_> {
+    sampler(
+        loaded,
+        SamplerOptions {
+            max_batch_rows: max_batch,
+            ..Default::default()
+        },
+    )
+}
