@@ -22,6 +22,7 @@ const REFERENCE_PACKAGES: &[&str] = &[
     "datasets==5.2.0",
     "safetensors==0.8.0",
     "psutil==7.2.2",
+    "peft==0.21.2",
 ];
 
 /// Where tsr keeps caches shared by all checkouts: `TSR_DEV_CACHE`, else `~/.cache/tsr`.

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use tsr_model::LoraConfig;
+
 use crate::checkpointing::GradientCheckpointing;
 use crate::data::Truncation;
 use crate::error::{DpoError, Result};
@@ -85,6 +87,12 @@ pub struct DpoConfig {
     /// Activation checkpointing: `auto` (on from 1B parameters), `on` or `off`. Same
     /// gradients, less memory, one more forward pass per micro-batch. Default `auto`.
     pub gradient_checkpointing: GradientCheckpointing,
+    /// LoRA (`[dpo.lora]`: `r`, `alpha`, `targets`): train rank-`r` adapters on the chosen
+    /// projections with every base weight frozen. The reference log-probs are those of the
+    /// weights before training (adapters start at zero, so no second model is held); the trained
+    /// adapters are written in PEFT's format to `adapter/` under the output folder and merged
+    /// into the weights. Default none (full fine-tuning).
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for DpoConfig {
@@ -116,6 +124,7 @@ impl Default for DpoConfig {
             ref_batch_size: 8,
             checkpoint_every: 0,
             gradient_checkpointing: GradientCheckpointing::Auto,
+            lora: None,
         }
     }
 }
@@ -193,6 +202,10 @@ impl DpoConfig {
             if v == 0 {
                 return Err(DpoError::config(f, "must be > 0"));
             }
+        }
+        if let Some(l) = &self.lora {
+            l.validate()
+                .map_err(|e| DpoError::config("lora", e.to_string()))?;
         }
         let logprobs = ChunkedLogProbs::new(self.logprob_chunk_tokens)?;
         Ok(TrainConfig {

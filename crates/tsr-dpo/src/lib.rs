@@ -91,6 +91,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod logprobs;
+pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod pipeline;

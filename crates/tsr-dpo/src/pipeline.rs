@@ -46,12 +46,16 @@ pub struct TrainReport {
     pub resumed_from: Option<u64>,
     /// Where the files are.
     pub files: RunFiles,
+    /// The PEFT adapter folder, when training used LoRA (the model is returned merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
 }
 
 /// Trains `model` in place on `pairs` (see the crate docs for the steps), writing into
 /// `out_dir`; resumes from `out_dir/checkpoint` when one is there. The reference is `model`
-/// as it is on entry. `progress` sees every step's metrics and the total step count. Saving the
-/// trained model is left to the caller (`Model::save_hf`).
+/// as it is on entry. `progress` sees every step's metrics and the total step count. With
+/// `lora`, adapters are trained and then merged (see [`crate::lora`]). Saving the trained model
+/// is left to the caller ([`save_model`]).
 pub fn train_dpo(
     model: &mut Model,
     tokenizer: &ChatTokenizer,
@@ -89,6 +93,7 @@ pub fn train_dpo_tokenized(
     crate::trainer::check_memory(model, cfg, &tokenized)?;
     std::fs::create_dir_all(out_dir).map_err(|e| DpoError::io(out_dir, e))?;
     let files = RunFiles::under(out_dir);
+    crate::lora::attach(model, c.lora.as_ref(), c.seed)?;
     let resume = files.checkpoint.join("trainer_state.json").exists();
     let reference = if resume {
         // The reference is the model the run started from, which a resumed model no longer is:
@@ -116,11 +121,14 @@ pub fn train_dpo_tokenized(
     };
     let mut sink = JsonlSink::resume(&files.metrics, resumed_from.unwrap_or(0))?;
     let summary = trainer.run(&mut sink, Some(&files.checkpoint), progress)?;
+    drop(trainer);
+    let adapter = crate::lora::finish(model, out_dir)?;
     Ok(TrainReport {
         summary,
         dropped,
         resumed_from,
         files,
+        adapter,
     })
 }
 

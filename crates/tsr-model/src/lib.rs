@@ -21,12 +21,13 @@ pub mod kv_cache;
 pub mod load;
 pub mod memory;
 pub mod model;
+pub mod peft;
 pub mod tokenizer;
 
 pub use config::{ModelConfig, RopeConfig, RopeScaling, TokenIds};
 pub use error::{error_chain, ModelError};
 pub use kv_cache::KvCache;
-pub use model::{Checkpoint, LoadOptions, Model};
+pub use model::{Checkpoint, LoadOptions, LoraConfig, Model, LORA_TARGETS};
 pub use tch::{Device, Kind, Tensor};
 
 // The loading/tokenizer half of the crate (see the API contract): `ChatTokenizer`,

@@ -8,8 +8,8 @@
 //!
 //! This file holds the parameters and their accessors; beside it: `build` (construction from
 //! tensors), `inputs` (input checks, position ids, attention masks), `rope` (rotary embeddings),
-//! `forward` (the forward passes) and `checkpoint` (the activation-checkpointed forward and
-//! backward).
+//! `forward` (the forward passes), `checkpoint` (the activation-checkpointed forward and
+//! backward) and `lora` (low-rank adapters on the projections).
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -21,19 +21,34 @@ mod build;
 mod checkpoint;
 mod forward;
 mod inputs;
+mod lora;
 mod rope;
 
 pub use build::{parameter_shapes, LoadOptions};
 pub use checkpoint::Checkpoint;
+pub use lora::{LoraConfig, LORA_TARGETS};
 
 struct Linear {
     w: Tensor,
     b: Option<Tensor>,
+    /// A LoRA adapter on this projection (see `lora`).
+    lora: Option<lora::Adapter>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, self.b.as_ref())
+        let y = x.linear(&self.w, self.b.as_ref());
+        match &self.lora {
+            Some(a) => a.apply(x, y),
+            None => y,
+        }
+    }
+
+    /// Whether any of its tensors takes a gradient.
+    fn trains(&self) -> bool {
+        self.w.requires_grad()
+            || self.b.as_ref().is_some_and(Tensor::requires_grad)
+            || self.lora.as_ref().is_some_and(lora::Adapter::trains)
     }
 }
 
@@ -60,7 +75,7 @@ impl Layer {
                 &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
             ]
             .iter()
-            .any(|l| l.w.requires_grad() || l.b.as_ref().is_some_and(Tensor::requires_grad))
+            .any(|l| l.trains())
     }
 }
 
@@ -75,6 +90,8 @@ pub struct Model {
     inv_freq: Tensor,
     dropout: f64,
     kind: Kind,
+    /// The LoRA adapters' settings and their on/off switch, once added.
+    lora: Option<lora::State>,
 }
 
 impl std::fmt::Debug for Model {

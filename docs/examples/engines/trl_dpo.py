@@ -22,7 +22,9 @@ label_smoothing, learning_rate, lr_schedule (linear and cosine end at 0 in TRL, 
 final_learning_rate: noted), warmup_steps, weight_decay, adam_*, max_grad_norm, batch_size ->
 per_device_train_batch_size, gradient_accumulation_steps, epochs, max_steps, dropout (0: TRL's
 disable_dropout; otherwise the model's dropout fields), max_length, gradient_checkpointing, sft_weight (an added
-`sft` loss of that weight).
+`sft` loss of that weight), lora (PEFT's LoraConfig: r, lora_alpha, target_modules; TRL then takes the
+reference from the same model with the adapters disabled; the adapter is saved to `OUT/adapter` and the
+merged model to `OUT`, as tsr does).
 Anything tsr has that TRL lacks is listed in the metrics' notes.
 """
 
@@ -70,6 +72,19 @@ def main():
     for key in ("logprob_chunk_tokens", "bucket_window", "ref_batch_size", "checkpoint_every", "truncation"):
         if key in s:
             notes.append(f"{key} is a tsr setting without a TRL equivalent: ignored")
+    peft_config = None
+    lora = s.get("lora")
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=int(lora["r"]),
+            lora_alpha=float(lora["alpha"]),
+            target_modules=list(lora["targets"]),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
     data = load_dataset("json", data_files=a.data, split="train")
     with tempfile.TemporaryDirectory() as work:
         args = DPOConfig(
@@ -99,11 +114,18 @@ def main():
             seed=a.seed % 2**32,  # tsr's seeds are 64-bit; numpy takes 32
             use_cpu=a.cpu or not torch.cuda.is_available(),
         )
-        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config
+        )
         trainer.train()
         # TRL counts the tokens it trained on (`num_tokens`, cumulative over the steps).
         tokens = max((int(e.get("num_tokens", 0)) for e in trainer.state.log_history), default=0)
-        trainer.save_model(a.out)
+        if peft_config is None:
+            trainer.save_model(a.out)
+        elif trainer.is_world_process_zero():
+            trained = trainer.accelerator.unwrap_model(trainer.model)
+            trained.save_pretrained(os.path.join(a.out, "adapter"))
+            trained.merge_and_unload().save_pretrained(a.out)
         if trainer.is_world_process_zero():
             tok.save_pretrained(a.out)
             # The pickled TrainingArguments name this run's temporary folder: not part of the model.

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use tsr_model::LoraConfig;
+
 use crate::checkpointing::GradientCheckpointing;
 use crate::config::LrSchedule;
 use crate::error::{DpoError, Result};
@@ -67,6 +69,11 @@ pub struct SftConfig {
     /// Activation checkpointing: `auto` (on from 1B parameters), `on` or `off`. Same
     /// gradients, less memory, one more forward pass per micro-batch. Default `auto`.
     pub gradient_checkpointing: GradientCheckpointing,
+    /// LoRA (`[sft.lora]`: `r`, `alpha`, `targets`): train rank-`r` adapters on the chosen
+    /// projections with every base weight frozen; the adapters are written in PEFT's format to
+    /// `adapter/` under the output folder and merged into the weights. Not with
+    /// `train_last_layers`. Default none (full fine-tuning).
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for SftConfig {
@@ -94,6 +101,7 @@ impl Default for SftConfig {
             checkpoint_every: 50,
             train_last_layers: None,
             gradient_checkpointing: GradientCheckpointing::Auto,
+            lora: None,
         }
     }
 }
@@ -168,6 +176,15 @@ impl SftConfig {
                 "train_last_layers",
                 "must be > 0 (leave it out to train every layer)",
             ));
+        }
+        if let Some(l) = &self.lora {
+            l.validate().map_err(|e| invalid("lora", e.to_string()))?;
+            if self.train_last_layers.is_some() {
+                return Err(invalid(
+                    "lora",
+                    "LoRA freezes every base weight: leave train_last_layers out",
+                ));
+            }
         }
         let logprobs = ChunkedLogProbs::new(self.logprob_chunk_tokens)
             .map_err(|_| invalid("logprob_chunk_tokens", "must be > 0"))?;

@@ -28,12 +28,16 @@ pub struct SftReport {
     pub metrics: PathBuf,
     /// `checkpoint/` under the output directory (when `checkpoint_every > 0`).
     pub checkpoint: PathBuf,
+    /// The PEFT adapter folder, when training used LoRA (the model is returned merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
 }
 
 /// Fine-tunes `model` in place on `examples` (see [`crate::sft`]), writing `metrics.jsonl`
 /// and `checkpoint/` into `out_dir`; resumes from `out_dir/checkpoint` when one is there.
-/// `progress` sees every step's metrics and the total step count. Saving the trained model is
-/// left to the caller ([`crate::save_model`]).
+/// `progress` sees every step's metrics and the total step count. With `lora`, adapters are
+/// trained and then merged (see [`crate::lora`]). Saving the trained model is left to the caller
+/// ([`crate::save_model`]).
 pub fn train_sft(
     model: &mut Model,
     tokenizer: &ChatTokenizer,
@@ -54,6 +58,7 @@ pub fn train_sft(
         dropped = dropped.len(),
         "sft data ready"
     );
+    crate::lora::attach(model, c.lora.as_ref(), c.seed)?;
     let mut trainer = SftTrainer::new(model, cfg.clone(), rows, tokenizer.pad_id())?;
     let resumed_from = if checkpoint.join("trainer_state.json").exists() {
         trainer.load_checkpoint(&checkpoint)?;
@@ -63,12 +68,15 @@ pub fn train_sft(
     };
     let mut sink = JsonlSink::resume(&metrics, resumed_from.unwrap_or(0))?;
     let summary = trainer.run(&mut sink, Some(&checkpoint), progress)?;
+    drop(trainer);
+    let adapter = crate::lora::finish(model, out_dir)?;
     Ok(SftReport {
         summary,
         dropped,
         resumed_from,
         metrics,
         checkpoint,
+        adapter,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of tsr-dpo.
 
 mod adamw_golden;
+mod lora;
 mod loss_golden;
 mod pipeline;
 mod sft;

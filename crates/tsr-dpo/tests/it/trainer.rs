@@ -28,7 +28,7 @@ pub(crate) fn tiny_model(seed: u64) -> Model {
     Model::random(cfg, seed, &LoadOptions::default()).unwrap()
 }
 
-fn pairs(n: usize) -> Vec<TokenizedPair> {
+pub(crate) fn pairs(n: usize) -> Vec<TokenizedPair> {
     (0..n)
         .map(|i| {
             let prompt: Vec<u32> = (0..(2 + i % 3)).map(|k| (3 + i + k) as u32 % 40).collect();

@@ -65,7 +65,7 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<i64>)> {
 }
 
 /// Adds `tensor` to the var store under a dotted HF name.
-fn add_var(vs: &VarStore, name: &str, tensor: Tensor) -> Tensor {
+pub(super) fn add_var(vs: &VarStore, name: &str, tensor: Tensor) -> Tensor {
     let mut parts: Vec<&str> = name.split('.').collect();
     let last = parts.pop().expect("non-empty name");
     let mut path = vs.root();
@@ -169,7 +169,7 @@ impl Model {
                 } else {
                     None
                 };
-                Ok(Linear { w, b })
+                Ok(Linear { w, b, lora: None })
             };
             let q = lin("self_attn.q_proj", config.qkv_bias())?;
             let k = lin("self_attn.k_proj", config.qkv_bias())?;
@@ -208,6 +208,7 @@ impl Model {
             norm,
             lm_head,
             inv_freq,
+            lora: None,
             kind: opts.kind,
         })
     }

@@ -6,6 +6,7 @@ mod decoder;
 mod errors;
 mod gguf;
 mod gguf_export;
+mod lora;
 mod save;
 mod tokenizer;
 
