@@ -314,6 +314,32 @@ pub(crate) fn load_weights(opt: &mut AdamW, dir: &Path, step: u64) -> Result<()>
     )
 }
 
+/// The host memory of one training step on `rows` sequences of up to `tokens` tokens: full
+/// fine-tuning, or LoRA when `lora` is set (frozen weights without optimizer state).
+pub(crate) fn step_memory(
+    model: &Model,
+    lora: Option<&tsr_model::LoraConfig>,
+    rows: usize,
+    tokens: usize,
+    logit_tokens: usize,
+    checkpointed: bool,
+) -> tsr_model::memory::Estimate {
+    match lora {
+        None => {
+            tsr_model::memory::training(model.config(), rows, tokens, logit_tokens, checkpointed)
+        }
+        Some(l) => tsr_model::memory::lora_training(
+            model.config(),
+            l,
+            rows,
+            tokens,
+            logit_tokens,
+            checkpointed,
+            model.kind().elt_size_in_bytes(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -221,8 +221,15 @@ pub fn check_memory(model: &Model, cfg: &TrainConfig, pairs: &[TokenizedPair]) -
     let longest = pairs.iter().map(TokenizedPair::max_len).max().unwrap_or(0);
     let rows = 2 * c.batch_size.min(pairs.len());
     let checkpointed = c.gradient_checkpointing.enabled_for(model);
-    tsr_model::memory::training(model.config(), rows, longest, c.logprob_chunk_tokens, checkpointed)
-        .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
+    crate::train_loop::step_memory(
+        model,
+        c.lora.as_ref(),
+        rows,
+        longest,
+        c.logprob_chunk_tokens,
+        checkpointed,
+    )
+    .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
     Ok(())
 }
 

@@ -277,6 +277,63 @@ pub fn training(
     )
 }
 
+/// Trainable parameters of LoRA adapters `lora` on a model with this configuration:
+/// `r * (in + out)` per adapted projection and layer.
+pub fn lora_parameters(cfg: &ModelConfig, lora: &crate::LoraConfig) -> u64 {
+    let h = cfg.hidden_size;
+    let q = cfg.num_attention_heads * cfg.head_dim();
+    let kv = cfg.num_kv_heads() * cfg.head_dim();
+    let i = cfg.intermediate_size;
+    let per_layer: usize = lora
+        .targets
+        .iter()
+        .map(|t| match t.as_str() {
+            "q_proj" => h + q,
+            "k_proj" | "v_proj" => h + kv,
+            "o_proj" => q + h,
+            "gate_proj" | "up_proj" | "down_proj" => h + i,
+            _ => 0,
+        })
+        .sum();
+    mul(&[lora.r, per_layer, cfg.num_hidden_layers])
+}
+
+/// One LoRA training step: frozen weights of `elem` bytes each (no gradient, no optimizer
+/// state), f32 adapters with gradients and two Adam moments, and activations and logits as in
+/// [`training`] but of `elem` bytes (the adapters add `r` values per token and projection,
+/// small beside the rest and left out).
+pub fn lora_training(
+    cfg: &ModelConfig,
+    lora: &crate::LoraConfig,
+    rows: usize,
+    tokens: usize,
+    logit_tokens: usize,
+    checkpointed: bool,
+    elem: usize,
+) -> Estimate {
+    let full = training(cfg, rows, tokens, logit_tokens, checkpointed);
+    let scale = |b: u64| b / 4 * elem as u64;
+    let part = |name: &str| {
+        full.parts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, b)| *b)
+    };
+    Estimate::new(format!(
+        "a LoRA training step on {rows} sequences of up to {tokens} tokens"
+    ))
+    .add(
+        "frozen weights",
+        parameters(cfg).saturating_mul(elem as u64),
+    )
+    .add(
+        "adapters + gradients + Adam state",
+        lora_parameters(cfg, lora).saturating_mul(16),
+    )
+    .add("activations", scale(part("activations")))
+    .add("logits", part("logits"))
+}
+
 /// Host memory to hold `sequences` generated sequences of up to `max_new` tokens each (ids,
 /// text and per-token bookkeeping, about 16 bytes a token).
 pub fn results(sequences: usize, max_new: usize) -> Estimate {
@@ -289,6 +346,48 @@ pub fn results(sequences: usize, max_new: usize) -> Estimate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Meta-Llama-3-8B's configuration.
+    fn llama3_8b() -> ModelConfig {
+        ModelConfig::from_json_str(
+            r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,
+                "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":8,
+                "rms_norm_eps":1e-5,"vocab_size":128256,"tie_word_embeddings":false,
+                "max_position_embeddings":8192,"rope_theta":500000.0}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lora_on_llama3_8b() {
+        let cfg = llama3_8b();
+        assert_eq!(
+            parameters(&cfg),
+            8_030_261_248,
+            "Llama-3-8B's published size"
+        );
+        // PEFT's count for r = 16 on all seven projections ("trainable params: 41,943,040").
+        let lora = crate::LoraConfig::default();
+        assert_eq!(lora_parameters(&cfg, &lora), 41_943_040);
+        let only_qv = crate::LoraConfig {
+            targets: vec!["q_proj".into(), "v_proj".into()],
+            ..crate::LoraConfig::default()
+        };
+        // q: 16 * (4096 + 4096), v: 16 * (4096 + 1024), 32 layers.
+        assert_eq!(lora_parameters(&cfg, &only_qv), 32 * 16 * (8192 + 5120));
+        // One DPO pair (2 sequences) of 1024 tokens in bf16 with activation checkpointing.
+        let step = lora_training(&cfg, &lora, 2, 1024, 1024, true, 2);
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let part = |n: &str| step.parts.iter().find(|(p, _)| p == n).unwrap().1;
+        assert!((gib(part("frozen weights")) - 14.96).abs() < 0.01);
+        assert!((gib(part("adapters + gradients + Adam state")) - 0.625).abs() < 0.001);
+        assert!(gib(step.bytes()) < 20.0, "{:.2} GiB", gib(step.bytes()));
+        let full = training(&cfg, 2, 1024, 1024, true);
+        assert!(
+            step.bytes() * 5 < full.bytes(),
+            "LoRA in bf16 needs far less than full f32"
+        );
+    }
 
     fn smollm2_135m() -> ModelConfig {
         ModelConfig::from_json_str(

@@ -172,8 +172,9 @@ impl<'m> SftTrainer<'m> {
         let c = cfg.get();
         if model.device() == tch::Device::Cpu {
             let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
-            tsr_model::memory::training(
-                model.config(),
+            crate::train_loop::step_memory(
+                model,
+                c.lora.as_ref(),
                 c.batch_size.min(rows.len()),
                 longest,
                 c.logprob_chunk_tokens,
