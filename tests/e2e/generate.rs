@@ -83,6 +83,26 @@ fn generate_single_prompt_to_stdout_is_seeded() {
     };
     let a = run("3");
     assert_eq!(a, run("3"));
+    // bf16 weights: seeded too, and a dtype tsr does not have is refused by name.
+    let bf16 = |extra: &str| {
+        tsr()
+            .args([
+                "generate",
+                "--model",
+                "smollm2-135m-instruct",
+                "--prompt",
+                "Hi.",
+            ])
+            .args(["--max-new-tokens", "4", "--seed", "1", "--dtype", extra])
+            .output()
+            .unwrap()
+    };
+    let b = bf16("bf16");
+    assert_success(&b);
+    assert_eq!(b.stdout, bf16("bf16").stdout);
+    let bad = bf16("int4");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid dtype \"int4\""));
     let rows: Vec<serde_json::Value> = a
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -41,7 +41,7 @@ use tsr_loop::Backend;
 use tsr_model::Device;
 
 pub use files::TorchModelFiles;
-pub use local::{batch_sampler, load_model, sampler};
+pub use local::{batch_sampler, load_model, load_model_as, sampler};
 pub use torch::{TorchBackend, TorchSettings};
 
 /// The backend `cfg` asks for on `device`: a [`TorchBackend`], inside a

@@ -2,20 +2,19 @@
 //! the commands generate and judge with.
 
 use anyhow::{Context, Result};
-use tsr_model::{load, Device, LoadOptions, Loaded};
+use tsr_model::{load, Device, Kind, LoadOptions, Loaded};
 use tsr_sample::{Sampler, SamplerOptions};
 
 /// Loads `spec` (a built-in model name, a Hugging Face folder or a .gguf file) on `device` with
-/// the default dtype; the error names the model.
+/// the default dtype (f32); the error names the model.
 pub fn load_model(spec: &str, device: Device) -> Result<Loaded> {
-    load(
-        spec,
-        &LoadOptions {
-            device,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading model {spec}"))
+    load_model_as(spec, device, LoadOptions::default().kind)
+}
+
+/// [`load_model`] with the weights in `kind` (f32, bf16 or f16).
+pub fn load_model_as(spec: &str, device: Device, kind: Kind) -> Result<Loaded> {
+    load(spec, &LoadOptions { device, kind })
+        .with_context(|| format!("loading model {spec} ({kind:?})"))
 }
 
 /// The sampler over `loaded`: its generation config (stop tokens) and `options`.

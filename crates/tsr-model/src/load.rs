@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::Device;
+use tch::{Device, Kind};
 
 use crate::error::ModelError;
 use crate::gguf::GgufFile;
@@ -166,6 +166,20 @@ pub fn load_tokenizer(spec: &str) -> Result<ChatTokenizer, ModelError> {
     })
 }
 
+/// Parses a weight dtype: `f32` (the exact reference), `bf16` or `f16` (half the bytes read per
+/// token; on a CPU without native bf16 arithmetic, faster only where decoding is bound by memory
+/// reads, as at batch 1: see docs/benchmarks.md).
+pub fn parse_dtype(s: &str) -> Result<Kind, ModelError> {
+    match s.trim() {
+        "f32" | "float32" => Ok(Kind::Float),
+        "bf16" | "bfloat16" => Ok(Kind::BFloat16),
+        "f16" | "float16" => Ok(Kind::Half),
+        other => Err(ModelError::input(format!(
+            "invalid dtype {other:?}: expected f32, bf16 or f16"
+        ))),
+    }
+}
+
 /// Parses a device string: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto` (CUDA 0 when
 /// available, else CPU). `cuda` and `cuda:N` are an error ("CUDA requested but not available:
 /// ...") when libtorch sees no such GPU.
@@ -218,6 +232,15 @@ fn check_cuda(n: usize, count: usize) -> Result<Device, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dtypes_parse() {
+        assert_eq!(parse_dtype("f32").unwrap(), Kind::Float);
+        assert_eq!(parse_dtype("bf16").unwrap(), Kind::BFloat16);
+        assert_eq!(parse_dtype("float16").unwrap(), Kind::Half);
+        let e = parse_dtype("int4").unwrap_err().to_string();
+        assert!(e.contains("expected f32, bf16 or f16"), "{e}");
+    }
 
     #[test]
     fn devices_parse() {

@@ -10,7 +10,8 @@
 //!
 //! Environment: TSR_BENCH_MODEL (default `smollm2-135m-instruct`), TSR_REFERENCE_PYTHON (default
 //! ~/.cache/tsr/venv-torch-2.11.0/bin/python), TSR_BENCH_SKIP_REF=1 to skip transformers,
-//! TSR_BENCH_TOKENS (default 128).
+//! TSR_BENCH_TOKENS (default 128), TSR_BENCH_DTYPE (`f32`, default, or `bf16`: the weights and
+//! activations on both sides; tsr's f32 path stays the exact reference).
 
 #![allow(clippy::print_stdout)]
 
@@ -32,6 +33,15 @@ fn tokens() -> usize {
         .unwrap_or(128)
 }
 
+/// `TSR_BENCH_DTYPE`: the name and libtorch kind of the weights.
+fn dtype() -> (&'static str, Kind) {
+    match std::env::var("TSR_BENCH_DTYPE").as_deref() {
+        Ok("bf16") => ("bf16", Kind::BFloat16),
+        Ok("f32") | Err(_) => ("f32", Kind::Float),
+        Ok(other) => panic!("TSR_BENCH_DTYPE={other}: use f32 or bf16"),
+    }
+}
+
 fn reference(gguf: &std::path::Path) -> Option<serde_json::Value> {
     if std::env::var("TSR_BENCH_SKIP_REF").is_ok_and(|v| v == "1") {
         return None;
@@ -47,6 +57,7 @@ fn reference(gguf: &std::path::Path) -> Option<serde_json::Value> {
         .arg(script)
         .arg(gguf)
         .args(["--threads", "2", "--tokens", &tokens().to_string()])
+        .args(["--dtype", dtype().0])
         .stderr(std::process::Stdio::null())
         .output();
     match out {
@@ -88,7 +99,11 @@ fn run(
 fn main() {
     tch::set_num_threads(2);
     let spec = std::env::var("TSR_BENCH_MODEL").unwrap_or_else(|_| "smollm2-135m-instruct".into());
-    let loaded = load(&spec, &LoadOptions::default()).expect("loading the bench model");
+    let opts = LoadOptions {
+        kind: dtype().1,
+        ..LoadOptions::default()
+    };
+    let loaded = load(&spec, &opts).expect("loading the bench model");
     let new = tokens();
     let reference = if loaded.source.extension().is_some_and(|e| e == "gguf") {
         reference(&loaded.source)
@@ -161,7 +176,8 @@ fn main() {
         );
     };
     println!(
-        "== generate, SmolLM2-135M f32 CPU, {} threads, {new} new tokens ==",
+        "== generate, SmolLM2-135M {} CPU, {} threads, {new} new tokens ==",
+        dtype().0,
         tch::get_num_threads()
     );
     line("sampled", n_s, t_s, tps_s, ref_tps("sampled"), 4.0);

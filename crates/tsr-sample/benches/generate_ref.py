@@ -28,6 +28,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("gguf")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--tokens", type=int, default=128)
+ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
@@ -37,7 +38,8 @@ tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 tok.padding_side = "left"
 if tok.pad_token_id is None:
     tok.pad_token = tok.eos_token
-model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
 model.eval()
 
 
@@ -69,4 +71,4 @@ run(both, 7, 8, **sampled_kw)
 sampled = run(both, 7, args.tokens, **sampled_kw)
 run(one, 1, 8, **greedy_kw)
 greedy = run(one, 1, args.tokens, **greedy_kw)
-print(json.dumps(dict(threads=args.threads, sampled=sampled, greedy=greedy)))
+print(json.dumps(dict(threads=args.threads, dtype=args.dtype, sampled=sampled, greedy=greedy)))

@@ -67,6 +67,11 @@ pub struct Args {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Weight and activation dtype of the local model: f32 (the exact reference), bf16 or f16.
+    /// bf16 halves the bytes read per token: on a CPU without native bf16 it speeds up batch-1
+    /// decoding and slows down large batches (docs/benchmarks.md).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// Most sequences decoded together.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
@@ -113,7 +118,11 @@ pub fn run(args: Args) -> Result<()> {
                 .model
                 .as_deref()
                 .context("--model or --engine-url is required")?;
-            loaded = tsr_backend::load_model(spec, tsr_model::parse_device(&args.device)?)?;
+            loaded = tsr_backend::load_model_as(
+                spec,
+                tsr_model::parse_device(&args.device)?,
+                tsr_model::parse_dtype(&args.dtype)?,
+            )?;
             tracing::info!(model = %loaded.source.display(), prompts = prompts.len(), n = args.n, "generating");
             let options = SamplerOptions {
                 max_batch_rows: args.max_batch,
