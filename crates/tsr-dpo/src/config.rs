@@ -9,20 +9,8 @@ use crate::data::Truncation;
 use crate::error::{DpoError, Result};
 use crate::logprobs::{ChunkedLogProbs, DEFAULT_CHUNK_TOKENS};
 use crate::loss::{LossParams, LossType};
+pub use crate::train_loop::LrSchedule;
 use crate::train_loop::OptimSettings;
-
-/// Shape of the learning-rate decay after warm-up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LrSchedule {
-    /// Straight line from `learning_rate` to `final_learning_rate`.
-    #[default]
-    Linear,
-    /// Half cosine from `learning_rate` to `final_learning_rate`.
-    Cosine,
-    /// `learning_rate` throughout (after warm-up).
-    Constant,
-}
 
 /// DPO training configuration. Every field has a default (see [`DpoConfig::default`]); unknown
 /// keys are rejected. Validate with [`DpoConfig::validate`] before use.

@@ -93,6 +93,7 @@ pub mod error;
 pub mod logprobs;
 pub mod lora;
 pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod pipeline;
 pub mod policy;

@@ -9,13 +9,26 @@
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tsr_model::Model;
 
-use crate::config::LrSchedule;
 use crate::error::{DpoError, Result};
+use crate::metrics::MetricsSink;
 use crate::optim::AdamW;
-use crate::trainer::MetricsSink;
+
+/// Shape of the learning-rate decay after warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Straight line from `learning_rate` to `final_learning_rate`.
+    #[default]
+    Linear,
+    /// Half cosine from `learning_rate` to `final_learning_rate`.
+    Cosine,
+    /// `learning_rate` throughout (after warm-up).
+    Constant,
+}
 
 /// The optimisation fields both configurations carry (see [`crate::DpoConfig`] and
 /// [`crate::SftConfig`] for their meaning and defaults).
