@@ -100,6 +100,29 @@ fn generate_single_prompt_to_stdout_is_seeded() {
     let b = bf16("bf16");
     assert_success(&b);
     assert_eq!(b.stdout, bf16("bf16").stdout);
+    // Weight-only bf16 runs and is deterministic (its accuracy against f32 is checked in
+    // tsr-sample's parity tests; on a near tie like this raw-text prompt its greedy path may
+    // leave f32's).
+    let greedy = |extra: &[&str]| {
+        let out = tsr()
+            .args([
+                "generate",
+                "--model",
+                "smollm2-135m-instruct",
+                "--prompt",
+                "Hi.",
+            ])
+            .args(["--max-new-tokens", "6", "--greedy"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_success(&out);
+        out.stdout
+    };
+    let w = greedy(&["--weight-dtype", "bf16"]);
+    assert_eq!(w, greedy(&["--weight-dtype", "bf16"]));
+    assert_eq!(String::from_utf8_lossy(&w).lines().count(), 1);
+    assert!(!greedy(&[]).is_empty());
     let bad = bf16("int4");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid dtype \"int4\""));

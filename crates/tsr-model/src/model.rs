@@ -33,11 +33,41 @@ struct Linear {
     b: Option<Tensor>,
     /// A LoRA adapter on this projection (see `lora`).
     lora: Option<lora::Adapter>,
+    /// The weight in a reduced dtype, for products of few rows (`Model::set_weight_dtype`).
+    w_reduced: Option<Tensor>,
+}
+
+/// Up to this many rows (tokens times sequences) a product uses the reduced-precision weights
+/// of `Model::set_weight_dtype`: there it is bound by reading the weights and bf16 halves that
+/// (2.4x faster at 1 row, 1.3x at 4 on the 2-core AVX2 machine); above it, without native bf16
+/// arithmetic, f32 is faster (0.7x at 8 rows). Measured with `benches/weight_formats_ref.py`.
+const REDUCED_MAX_ROWS: i64 = 4;
+
+/// Rows of `x` (`[.., in]`).
+fn rows(x: &Tensor) -> i64 {
+    let size = x.size();
+    size[..size.len().saturating_sub(1)].iter().product()
+}
+
+/// `x W^T` with `w` in another dtype: the product in `w`'s dtype, the result in `x`'s.
+fn reduced_linear(x: &Tensor, w: &Tensor) -> Tensor {
+    x.to_kind(w.kind())
+        .linear::<&Tensor>(w, None)
+        .to_kind(x.kind())
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.linear(&self.w, self.b.as_ref());
+        let y = match &self.w_reduced {
+            Some(w) if rows(x) <= REDUCED_MAX_ROWS => {
+                let y = reduced_linear(x, w);
+                match &self.b {
+                    Some(b) => y + b,
+                    None => y,
+                }
+            }
+            _ => x.linear(&self.w, self.b.as_ref()),
+        };
         match &self.lora {
             Some(a) => a.apply(x, y),
             None => y,
@@ -87,6 +117,8 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Option<Tensor>,
+    /// The LM head in a reduced weight dtype (`Model::set_weight_dtype`), used by `lm_head`.
+    lm_head_reduced: Option<Tensor>,
     inv_freq: Tensor,
     dropout: f64,
     kind: Kind,
@@ -152,7 +184,53 @@ impl Model {
 
     /// LM head: `[.., H] -> [.., V]`.
     pub fn lm_head(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear::<&Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
+        match &self.lm_head_reduced {
+            Some(w) if rows(hidden) <= REDUCED_MAX_ROWS => reduced_linear(hidden, w),
+            _ => hidden.linear::<&Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None),
+        }
+    }
+
+    /// Weight-only reduced precision for decoding: the decoder's projection weights and the LM
+    /// head get a copy in `kind` (bf16 or f16), used by every product of at most 4 rows (decoding
+    /// one or a few sequences, bound by the bytes read per token); larger products (prefill,
+    /// batched sampling) keep the f32 weights, faster there on a CPU without native bf16.
+    /// Activations, norms, embeddings and the KV cache stay in the model's dtype. For inference:
+    /// training ignores the copies only for large batches, so do not train such a model. Memory
+    /// grows by the copies (half the weights' size). `kind` equal to the model's dtype does
+    /// nothing.
+    pub fn set_weight_dtype(&mut self, kind: Kind) -> Result<(), crate::ModelError> {
+        if kind == self.kind {
+            return Ok(());
+        }
+        if !matches!(kind, Kind::BFloat16 | Kind::Half) {
+            return Err(crate::ModelError::Other(format!(
+                "weight-only dtype {kind:?}: use bf16 or f16"
+            )));
+        }
+        if self.lora.is_some() {
+            return Err(crate::ModelError::Other(
+                "weight-only reduced precision on a model with LoRA adapters: merge them first"
+                    .into(),
+            ));
+        }
+        tch::no_grad(|| {
+            for layer in &mut self.layers {
+                for lin in [
+                    &mut layer.q,
+                    &mut layer.k,
+                    &mut layer.v,
+                    &mut layer.o,
+                    &mut layer.gate,
+                    &mut layer.up,
+                    &mut layer.down,
+                ] {
+                    lin.w_reduced = Some(lin.w.to_kind(kind));
+                }
+            }
+            let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+            self.lm_head_reduced = Some(head.to_kind(kind));
+        });
+        Ok(())
     }
 
     /// The LM head weight `[V, H]` (the embedding matrix when tied).

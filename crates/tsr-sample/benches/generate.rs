@@ -10,8 +10,9 @@
 //!
 //! Environment: TSR_BENCH_MODEL (default `smollm2-135m-instruct`), TSR_REFERENCE_PYTHON (default
 //! ~/.cache/tsr/venv-torch-2.11.0/bin/python), TSR_BENCH_SKIP_REF=1 to skip transformers,
-//! TSR_BENCH_TOKENS (default 128), TSR_BENCH_DTYPE (`f32`, default, or `bf16`: the weights and
-//! activations on both sides; tsr's f32 path stays the exact reference).
+//! TSR_BENCH_TOKENS (default 128), TSR_BENCH_DTYPE (`f32`, default; `bf16`: weights and
+//! activations in bf16 on both sides; `bf16-weights`: tsr's weight-only bf16
+//! (`Model::set_weight_dtype`) against transformers in f32, which has no such mode).
 
 #![allow(clippy::print_stdout)]
 
@@ -33,12 +34,13 @@ fn tokens() -> usize {
         .unwrap_or(128)
 }
 
-/// `TSR_BENCH_DTYPE`: the name and libtorch kind of the weights.
-fn dtype() -> (&'static str, Kind) {
+/// `TSR_BENCH_DTYPE`: its name, the model's kind, the weight-only kind, the reference's dtype.
+fn dtype() -> (&'static str, Kind, Option<Kind>, &'static str) {
     match std::env::var("TSR_BENCH_DTYPE").as_deref() {
-        Ok("bf16") => ("bf16", Kind::BFloat16),
-        Ok("f32") | Err(_) => ("f32", Kind::Float),
-        Ok(other) => panic!("TSR_BENCH_DTYPE={other}: use f32 or bf16"),
+        Ok("bf16") => ("bf16", Kind::BFloat16, None, "bf16"),
+        Ok("bf16-weights") => ("bf16-weights", Kind::Float, Some(Kind::BFloat16), "f32"),
+        Ok("f32") | Err(_) => ("f32", Kind::Float, None, "f32"),
+        Ok(other) => panic!("TSR_BENCH_DTYPE={other}: use f32, bf16 or bf16-weights"),
     }
 }
 
@@ -57,7 +59,7 @@ fn reference(gguf: &std::path::Path) -> Option<serde_json::Value> {
         .arg(script)
         .arg(gguf)
         .args(["--threads", "2", "--tokens", &tokens().to_string()])
-        .args(["--dtype", dtype().0])
+        .args(["--dtype", dtype().3])
         .stderr(std::process::Stdio::null())
         .output();
     match out {
@@ -103,7 +105,13 @@ fn main() {
         kind: dtype().1,
         ..LoadOptions::default()
     };
-    let loaded = load(&spec, &opts).expect("loading the bench model");
+    let mut loaded = load(&spec, &opts).expect("loading the bench model");
+    if let Some(kind) = dtype().2 {
+        loaded
+            .model
+            .set_weight_dtype(kind)
+            .expect("weight-only dtype");
+    }
     let new = tokens();
     let reference = if loaded.source.extension().is_some_and(|e| e == "gguf") {
         reference(&loaded.source)
@@ -169,7 +177,13 @@ fn main() {
             .and_then(|r| r[k]["tokens_per_s"].as_f64())
     };
     let line = |name: &str, n: usize, t: f64, tps: f64, r: Option<f64>, goal: f64| {
-        let ratio = r.map(|r| format!("{:.2}x transformers ({r:.1} tok/s; goal {goal}x)", tps / r));
+        let ratio = r.map(|r| {
+            format!(
+                "{:.2}x transformers {} ({r:.1} tok/s; goal {goal}x)",
+                tps / r,
+                dtype().3
+            )
+        });
         println!(
             "{name:8} {n} tokens in {t:.2} s = {tps:.1} tok/s  {}",
             ratio.unwrap_or_else(|| "(no reference)".into())

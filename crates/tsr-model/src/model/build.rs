@@ -169,7 +169,12 @@ impl Model {
                 } else {
                     None
                 };
-                Ok(Linear { w, b, lora: None })
+                Ok(Linear {
+                    w,
+                    b,
+                    lora: None,
+                    w_reduced: None,
+                })
             };
             let q = lin("self_attn.q_proj", config.qkv_bias())?;
             let k = lin("self_attn.k_proj", config.qkv_bias())?;
@@ -209,6 +214,7 @@ impl Model {
             lm_head,
             inv_freq,
             lora: None,
+            lm_head_reduced: None,
             kind: opts.kind,
         })
     }
