@@ -71,6 +71,25 @@ pub struct SeedModelRecipe {
     pub train_last_layers: Option<usize>,
 }
 
+/// The defaults of `tsr seed-model` (the recipe of the default run's seed model).
+impl Default for SeedModelRecipe {
+    fn default() -> Self {
+        SeedModelRecipe {
+            base: "smollm2-135m-instruct".into(),
+            seed: 0,
+            instructions: 240,
+            holdout: 0.2,
+            max_new_tokens: 48,
+            ift_max_new_tokens: 192,
+            template: "short".into(),
+            learning_rate: 1e-4,
+            epochs: 1,
+            batch_size: 8,
+            train_last_layers: None,
+        }
+    }
+}
+
 /// Where and how [`build_seed_model`] builds.
 #[derive(Debug, Clone)]
 pub struct SeedModelOptions {
@@ -417,19 +436,7 @@ mod tests {
     /// the same recipe (this is the manifest of `tsr seed-model` with its defaults).
     #[test]
     fn the_manifest_of_a_recipe_is_stable() {
-        let recipe = SeedModelRecipe {
-            base: "smollm2-135m-instruct".into(),
-            seed: 0,
-            instructions: 240,
-            holdout: 0.2,
-            max_new_tokens: 48,
-            ift_max_new_tokens: 192,
-            template: "short".into(),
-            learning_rate: 1e-4,
-            epochs: 1,
-            batch_size: 8,
-            train_last_layers: None,
-        };
+        let recipe = SeedModelRecipe::default();
         let want = r#"{
   "recipe": 2,
   "args": {

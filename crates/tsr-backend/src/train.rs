@@ -12,8 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 use tsr_dpo::{DpoConfig, SftConfig, SftMetrics, SftReport, StepMetrics, TrainReport};
-use tsr_model::{Device, Kind, LoadOptions};
+use tsr_model::{Device, Kind, LoadOptions, Loaded};
 
 /// A training job: the model, its data, the output folder and the settings.
 #[derive(Debug, Clone)]
@@ -53,6 +54,39 @@ pub enum TrainEvent<'a, M> {
     },
 }
 
+/// Loads the model to train in f32 and prepares the output folder, writing the resolved settings
+/// `cfg` to `config_name` there.
+fn load_and_prepare(
+    options: &TrainOptions,
+    config_name: &str,
+    cfg: &impl Serialize,
+) -> Result<Loaded> {
+    let opts = LoadOptions {
+        device: options.device,
+        kind: Kind::Float,
+    };
+    let loaded = tsr_model::load(&options.model, &opts)
+        .with_context(|| format!("loading model {}", options.model))?;
+    prepare_training_output(
+        &options.out,
+        config_name,
+        &serde_json::to_string_pretty(cfg)?,
+        options.overwrite,
+    )?;
+    Ok(loaded)
+}
+
+/// Saves the trained model into the output folder, beside the run's files.
+fn save(options: &TrainOptions, loaded: &Loaded) -> Result<()> {
+    tsr_dpo::save_model_in(
+        &loaded.model,
+        &loaded.tokenizer,
+        &loaded.generation,
+        &options.out,
+    )
+    .with_context(|| format!("saving the model to {}", options.out.display()))
+}
+
 /// Supervised fine-tuning (`tsr_dpo::train_sft`) with the `[sft]` settings of
 /// `options.config`; the model is saved into `options.out`.
 pub fn sft(
@@ -67,20 +101,9 @@ pub fn sft(
         cfg.seed = s;
     }
     let checked = cfg.validate()?;
-    let opts = LoadOptions {
-        device: options.device,
-        kind: Kind::Float,
-    };
     // Everything that can fail on bad input comes before the output folder changes.
     let examples = tsr_dpo::read_examples(&options.data)?;
-    let mut loaded = tsr_model::load(&options.model, &opts)
-        .with_context(|| format!("loading model {}", options.model))?;
-    prepare_training_output(
-        &options.out,
-        "sft_config.json",
-        &serde_json::to_string_pretty(&cfg)?,
-        options.overwrite,
-    )?;
+    let mut loaded = load_and_prepare(options, "sft_config.json", &cfg)?;
 
     on_event(TrainEvent::Started {
         items: examples.len(),
@@ -97,13 +120,7 @@ pub fn sft(
         dropped: report.dropped.len(),
         resumed_from: report.resumed_from,
     });
-    tsr_dpo::save_model_in(
-        &loaded.model,
-        &loaded.tokenizer,
-        &loaded.generation,
-        &options.out,
-    )
-    .with_context(|| format!("saving the model to {}", options.out.display()))?;
+    save(options, &loaded)?;
     Ok(report)
 }
 
@@ -121,20 +138,9 @@ pub fn dpo(
         cfg.seed = s;
     }
     let checked = cfg.validate()?;
-    let opts = LoadOptions {
-        device: options.device,
-        kind: Kind::Float,
-    };
     // Everything that can fail on bad input comes before the output folder changes.
     let pairs = tsr_dpo::read_pairs(&options.data)?;
-    let mut loaded = tsr_model::load(&options.model, &opts)
-        .with_context(|| format!("loading model {}", options.model))?;
-    prepare_training_output(
-        &options.out,
-        "dpo_config.json",
-        &serde_json::to_string_pretty(&cfg)?,
-        options.overwrite,
-    )?;
+    let mut loaded = load_and_prepare(options, "dpo_config.json", &cfg)?;
 
     on_event(TrainEvent::Started { items: pairs.len() });
     let report = tsr_dpo::train_dpo(
@@ -149,13 +155,7 @@ pub fn dpo(
         dropped: report.dropped.len(),
         resumed_from: report.resumed_from,
     });
-    tsr_dpo::save_model_in(
-        &loaded.model,
-        &loaded.tokenizer,
-        &loaded.generation,
-        &options.out,
-    )
-    .with_context(|| format!("saving the model to {}", options.out.display()))?;
+    save(options, &loaded)?;
     Ok(report)
 }
 
