@@ -37,7 +37,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Set up, then build the judge-tuned seed model `smollm2-135m-judge` from SmolLM2-135M-Instruct
-    /// (`tsr seed-model`; cached in the tsr home, about 25 minutes on 2 cores the first time).
+    /// (`tsr seed-model`; cached in the tsr home, about 13 minutes on 2 idle cores the first time).
     SeedModel {
         /// Extra arguments passed to `tsr seed-model`.
         #[arg(last = true)]

@@ -82,7 +82,7 @@ impl Default for SeedModelRecipe {
             max_new_tokens: 48,
             ift_max_new_tokens: 192,
             template: "short".into(),
-            learning_rate: 1e-4,
+            learning_rate: 5e-5,
             epochs: 1,
             batch_size: 8,
             train_last_layers: None,
@@ -447,7 +447,7 @@ mod tests {
     "max_new_tokens": 48,
     "ift_max_new_tokens": 192,
     "template": "short",
-    "learning_rate": 0.0001,
+    "learning_rate": 0.00005,
     "epochs": 1,
     "batch_size": 8,
     "train_last_layers": null

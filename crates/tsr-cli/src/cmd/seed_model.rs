@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value = "short")]
     pub template: String,
     /// SFT peak learning rate (linear decay to 0).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 5e-5)]
     pub learning_rate: f64,
     /// SFT passes over the EFT examples.
     #[arg(long, default_value_t = 1)]
