@@ -9,11 +9,7 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-/// The folder holding `path`: its parent, or `.` for a bare relative name such as `run` (whose
-/// parent is the empty path, which cannot be opened).
-pub fn parent_dir(path: &Path) -> &Path {
-    tsr_io::parent_dir(path)
-}
+pub use tsr_io::parent_dir;
 
 /// Write `path` atomically with whatever `fill` writes (through [`tsr_io::write_with`]).
 pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>

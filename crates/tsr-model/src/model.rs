@@ -95,17 +95,45 @@ struct Layer {
     window: Option<usize>,
 }
 
+/// Each projection of a layer as PEFT names it: (module path, projection), in [`Layer::linears`]
+/// order.
+const PROJECTIONS: [(&str, &str); 7] = [
+    ("self_attn", "q_proj"),
+    ("self_attn", "k_proj"),
+    ("self_attn", "v_proj"),
+    ("self_attn", "o_proj"),
+    ("mlp", "gate_proj"),
+    ("mlp", "up_proj"),
+    ("mlp", "down_proj"),
+];
+
 impl Layer {
+    /// The projections, in [`PROJECTIONS`] order.
+    fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    /// The projections, mutably, in [`PROJECTIONS`] order.
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+
     /// Whether any parameter of the layer takes a gradient.
     fn trains(&self) -> bool {
         [&self.input_norm, &self.post_norm]
             .iter()
             .any(|t| t.requires_grad())
-            || [
-                &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
-            ]
-            .iter()
-            .any(|l| l.trains())
+            || self.linears().iter().any(|l| l.trains())
     }
 }
 
@@ -215,15 +243,7 @@ impl Model {
         }
         tch::no_grad(|| {
             for layer in &mut self.layers {
-                for lin in [
-                    &mut layer.q,
-                    &mut layer.k,
-                    &mut layer.v,
-                    &mut layer.o,
-                    &mut layer.gate,
-                    &mut layer.up,
-                    &mut layer.down,
-                ] {
+                for lin in layer.linears_mut() {
                     lin.w_reduced = Some(lin.w.to_kind(kind));
                 }
             }

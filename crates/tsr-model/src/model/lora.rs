@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::build::add_var;
-use super::{Linear, Model};
+use super::{Model, PROJECTIONS};
 use crate::error::ModelError;
 
 /// The projections an adapter may sit on (PEFT's `target_modules` names).
@@ -122,19 +122,6 @@ impl Adapter {
     }
 }
 
-/// `(module path, projection)` of every projection of a layer, PEFT's module names.
-fn projections(layer: &mut super::Layer) -> [(&'static str, &'static str, &mut Linear); 7] {
-    [
-        ("self_attn", "q_proj", &mut layer.q),
-        ("self_attn", "k_proj", &mut layer.k),
-        ("self_attn", "v_proj", &mut layer.v),
-        ("self_attn", "o_proj", &mut layer.o),
-        ("mlp", "gate_proj", &mut layer.gate),
-        ("mlp", "up_proj", &mut layer.up),
-        ("mlp", "down_proj", &mut layer.down),
-    ]
-}
-
 impl Model {
     /// Adds LoRA adapters as `cfg` says and freezes every other parameter. `A` is drawn from
     /// `seed` (same seed, same adapters on the CPU), `B` is zero. Refused when the model already
@@ -146,6 +133,14 @@ impl Model {
                 "the model already has LoRA adapters".into(),
             ));
         }
+        if self.lm_head_reduced.is_some() {
+            // Merging would leave the reduced-precision copies of the weights stale.
+            return Err(ModelError::Other(
+                "LoRA on a model with reduced-precision weight copies (set_weight_dtype): load it \
+                 again"
+                    .into(),
+            ));
+        }
         for (_, t) in self.vs.variables() {
             let _ = t.set_requires_grad(false);
         }
@@ -154,7 +149,7 @@ impl Model {
         let r = cfg.r as i64;
         tch::manual_seed(seed as i64);
         for (l, layer) in self.layers.iter_mut().enumerate() {
-            for (module, name, lin) in projections(layer) {
+            for ((module, name), lin) in PROJECTIONS.iter().zip(layer.linears_mut()) {
                 if !cfg.targets.iter().any(|t| t == name) {
                     continue;
                 }
@@ -200,16 +195,7 @@ impl Model {
     pub fn lora_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
-            let lins = [
-                ("self_attn", "q_proj", &layer.q),
-                ("self_attn", "k_proj", &layer.k),
-                ("self_attn", "v_proj", &layer.v),
-                ("self_attn", "o_proj", &layer.o),
-                ("mlp", "gate_proj", &layer.gate),
-                ("mlp", "up_proj", &layer.up),
-                ("mlp", "down_proj", &layer.down),
-            ];
-            for (module, name, lin) in lins {
+            for ((module, name), lin) in PROJECTIONS.iter().zip(layer.linears()) {
                 if let Some(a) = &lin.lora {
                     let p = format!("base_model.model.model.layers.{l}.{module}.{name}");
                     out.push((format!("{p}.lora_A.weight"), a.a.shallow_clone()));
@@ -227,7 +213,7 @@ impl Model {
         let state = self.lora.take()?;
         tch::no_grad(|| {
             for layer in &mut self.layers {
-                for (_, _, lin) in projections(layer) {
+                for lin in layer.linears_mut() {
                     if let Some(a) = lin.lora.take() {
                         let delta =
                             a.b.to_kind(Kind::Float).matmul(&a.a.to_kind(Kind::Float)) * a.scale;

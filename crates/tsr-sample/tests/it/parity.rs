@@ -73,6 +73,30 @@ fn smollm2_greedy_tokens_match_transformers() {
     }
 }
 
+/// Largest and mean absolute difference between `a`'s and `b`'s log-probs (by `logprobs`) of
+/// the fixture's greedy continuations.
+fn logprob_gap(
+    fx: &Fixture,
+    logprobs: fn(&tsr_model::Model, &[u32], &[u32]) -> Vec<f64>,
+    a: &tsr_model::Model,
+    b: &tsr_model::Model,
+) -> (f64, f64) {
+    let gaps: Vec<f64> = fx
+        .cases
+        .iter()
+        .flat_map(|c| {
+            let x = logprobs(a, &c.prompt_ids, &c.new_token_ids);
+            let y = logprobs(b, &c.prompt_ids, &c.new_token_ids);
+            x.iter()
+                .zip(&y)
+                .map(|(x, y)| (x - y).abs())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let max = gaps.iter().copied().fold(0f64, f64::max);
+    (max, gaps.iter().sum::<f64>() / gaps.len() as f64)
+}
+
 /// Teacher-forced log-probs of `new` after `prompt` under `model` (one per new token).
 fn continuation_logprobs(model: &tsr_model::Model, prompt: &[u32], new: &[u32]) -> Vec<f64> {
     use tsr_model::{Kind, Tensor};
@@ -102,17 +126,7 @@ fn bf16_weights_stay_within_a_logprob_tolerance_of_f32() {
         },
     )
     .unwrap();
-    let (mut max, mut sum, mut n) = (0f64, 0f64, 0usize);
-    for c in &fx.cases {
-        let a = continuation_logprobs(&f32.model, &c.prompt_ids, &c.new_token_ids);
-        let b = continuation_logprobs(&bf16.model, &c.prompt_ids, &c.new_token_ids);
-        for (x, y) in a.iter().zip(&b) {
-            max = max.max((x - y).abs());
-            sum += (x - y).abs();
-            n += 1;
-        }
-    }
-    let mean = sum / n as f64;
+    let (max, mean) = logprob_gap(&fx, continuation_logprobs, &f32.model, &bf16.model);
     assert!(max < 0.15 && mean < 0.03, "max {max}, mean {mean}");
     let mut sampler =
         Sampler::new(&bf16.model, &bf16.tokenizer).with_generation_config(&bf16.generation);
@@ -178,17 +192,7 @@ fn bf16_weight_only_decoding_stays_within_a_logprob_tolerance_of_f32() {
         .model
         .set_weight_dtype(tsr_model::Kind::BFloat16)
         .unwrap();
-    let (mut max, mut sum, mut n) = (0f64, 0f64, 0usize);
-    for c in &fx.cases {
-        let a = decoded_logprobs(&f32.model, &c.prompt_ids, &c.new_token_ids);
-        let b = decoded_logprobs(&reduced.model, &c.prompt_ids, &c.new_token_ids);
-        for (x, y) in a.iter().zip(&b) {
-            max = max.max((x - y).abs());
-            sum += (x - y).abs();
-            n += 1;
-        }
-    }
-    let mean = sum / n as f64;
+    let (max, mean) = logprob_gap(&fx, decoded_logprobs, &f32.model, &reduced.model);
     assert!(max > 0.0, "the reduced weights were not used");
     assert!(max < 0.1 && mean < 0.02, "max {max}, mean {mean}");
     let mut sampler = Sampler::new(&reduced.model, &reduced.tokenizer)
