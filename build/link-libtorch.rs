@@ -10,7 +10,13 @@
 
 use std::path::Path;
 
+#[allow(dead_code)] // a build script of its own, or a module of tsr-model's
 fn main() {
+    link();
+}
+
+/// Adds the rpath and the CUDA link arguments (see the module docs).
+pub fn link() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;

@@ -194,6 +194,7 @@ impl Model {
                 up,
                 down,
                 window: config.layer_window(l),
+                fused: None,
             });
         }
         let embed = take("model.embed_tokens.weight")?;

@@ -9,6 +9,12 @@ use super::{Layer, Model};
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 
+/// Up to this many new tokens per row, a cached forward lets attention group the query heads
+/// over the shared kv heads instead of repeating them (measured with libtorch 2.11 on 2 CPU
+/// threads, SmolLM2's 9 query and 3 kv heads, 150 cached positions: 1 query 2.7x faster at
+/// batch 1 and 3.0x at batch 14, 16 queries 1.4x-2.3x, a 128-token prefill 1.7x slower).
+const GQA_MAX_QUERIES: i64 = 16;
+
 impl Model {
     /// Full-sequence forward: final-norm hidden states `[B, T, H]`.
     ///
@@ -134,10 +140,15 @@ impl Model {
         // `x + a`, a new tensor: adding in place would overwrite a tensor autograd saved.
         let x = x + a;
         let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps);
-        let m = layer
-            .down
-            .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
-        Ok(x + m)
+        let act = match layer.fused_for(&h) {
+            Some(f) => {
+                let gu = f.gate_up.forward(&h);
+                let i = gu.size()[gu.dim() - 1] / 2;
+                gu.narrow(-1, 0, i).silu() * gu.narrow(-1, i, i)
+            }
+            None => layer.gate.forward(&h).silu() * layer.up.forward(&h),
+        };
+        Ok(x + layer.down.forward(&act))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -156,16 +167,42 @@ impl Model {
         let nh = self.config.num_attention_heads as i64;
         let kvh = self.config.num_kv_heads() as i64;
         let hd = self.config.head_dim() as i64;
-        let q = layer.q.forward(x).view([b, t, nh, hd]).transpose(1, 2);
-        let k = layer.k.forward(x).view([b, t, kvh, hd]).transpose(1, 2);
-        let v = layer.v.forward(x).view([b, t, kvh, hd]).transpose(1, 2);
-        let q = apply_rope(&q, cos, sin, hd);
-        let k = apply_rope(&k, cos, sin, hd);
+        let (q, k, v) = match layer.fused_for(x) {
+            Some(f) => {
+                // One product for q, k and v; RoPE on q and k together.
+                let qkv = f
+                    .qkv
+                    .forward(x)
+                    .view([b, t, nh + 2 * kvh, hd])
+                    .transpose(1, 2);
+                let qk = apply_rope(&qkv.narrow(1, 0, nh + kvh), cos, sin, hd);
+                (
+                    qk.narrow(1, 0, nh),
+                    qk.narrow(1, nh, kvh),
+                    qkv.narrow(1, nh + kvh, kvh),
+                )
+            }
+            None => {
+                let q = layer.q.forward(x).view([b, t, nh, hd]).transpose(1, 2);
+                let k = layer.k.forward(x).view([b, t, kvh, hd]).transpose(1, 2);
+                let v = layer.v.forward(x).view([b, t, kvh, hd]).transpose(1, 2);
+                (
+                    apply_rope(&q, cos, sin, hd),
+                    apply_rope(&k, cos, sin, hd),
+                    v,
+                )
+            }
+        };
+        let decoding = cache.is_some();
         let (k, v) = match cache {
             Some(c) => c.append(index, &k, &v)?,
             None => (k, v),
         };
-        let (k, v) = if nh != kvh {
+        // A few new queries against the cache: libtorch's attention reads the shared kv heads
+        // itself (`enable_gqa`), 2.5-4x faster than repeating them; for long query blocks its
+        // grouped path is slower than the repeated heads' fused kernel.
+        let gqa = nh != kvh && decoding && t <= GQA_MAX_QUERIES;
+        let (k, v) = if nh != kvh && !gqa {
             let rep = nh / kvh;
             (repeat_kv(&k, rep), repeat_kv(&v, rep))
         } else {
@@ -179,7 +216,7 @@ impl Model {
             dropout,
             mask.is_none(),
             None,
-            false,
+            gqa,
         )?;
         let out = out.transpose(1, 2).reshape([b, t, nh * hd]);
         Ok(layer.o.forward(&out))

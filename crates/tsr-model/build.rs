@@ -1,0 +1,34 @@
+//! tsr-model's build script: the rpath and CUDA link arguments every libtorch crate gets
+//! (`build/link-libtorch.rs`), plus a small C++ shim over libtorch's FBGEMM fp16 kernels
+//! (`csrc/fbgemm_fp16.cpp`, used by `Model::set_weight_dtype(Kind::Half)` on CPU), compiled
+//! against the headers of the libtorch torch-sys links.
+#![allow(clippy::print_stdout)] // cargo reads build-script instructions from stdout
+
+#[path = "../../build/link-libtorch.rs"]
+mod link_libtorch;
+
+use std::path::Path;
+
+fn main() {
+    link_libtorch::link();
+    println!("cargo:rerun-if-changed=csrc/fbgemm_fp16.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB)");
+    let include = Path::new(&lib)
+        .parent()
+        .expect("the libtorch lib folder has a parent")
+        .join("include");
+    // The same C++ ABI as torch-sys's own wrapper (its default too).
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/fbgemm_fp16.cpp")
+        .compile("tsr_fbgemm");
+}
