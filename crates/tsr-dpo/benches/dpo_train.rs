@@ -34,6 +34,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../../../xtask/src/bench_record.rs"]
+mod bench_record;
+use bench_record::{record, Figure, Goal};
+
 use tsr_dpo::{DpoConfig, VecSink};
 use tsr_model::LoadOptions;
 
@@ -349,6 +353,27 @@ fn report(
     row("tsr, checkpointing", checkpointed);
     row("TRL, tsr's batches", trl_same);
     row("TRL, its own batches", trl_own);
+    for (name, v) in [("tsr", plain), ("tsr, checkpointing", checkpointed)] {
+        let figure = |what: &str| format!("DPO 32 pairs, batch 4, max length 256, {what}, {name}");
+        record(&Figure {
+            bench: "dpo_train".into(),
+            figure: figure("non-pad tokens/s"),
+            unit: "tok/s".into(),
+            tsr: f(v, "tokens_per_s"),
+            reference: "TRL, same batches".into(),
+            reference_value: Some(f(trl_same, "tokens_per_s")),
+            goal: Goal::AtLeast(1.5),
+        });
+        record(&Figure {
+            bench: "dpo_train".into(),
+            figure: figure("peak RSS"),
+            unit: "MB".into(),
+            tsr: f(v, "peak_rss_mb"),
+            reference: "TRL, same batches".into(),
+            reference_value: Some(f(trl_same, "peak_rss_mb")),
+            goal: Goal::AtMost(0.5),
+        });
+    }
     println!(
         "dpo_train: goals: tokens/s >= 1.5x TRL like for like (tsr {:.2}x, checkpointed {:.2}x); peak RSS <= 0.5x (tsr {:.2}x, checkpointed {:.2}x)",
         f(plain, "tokens_per_s") / f(trl_same, "tokens_per_s"),

@@ -17,6 +17,10 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tsr_dpo::{completion_logps_naive, ChunkedLogProbs, ScoredPositions};
 
+#[path = "../../../xtask/src/bench_record.rs"]
+mod bench_record;
+use bench_record::{record, Figure, Goal};
+
 const B: i64 = 8;
 const T: i64 = 512;
 const V: i64 = 49152;
@@ -102,5 +106,25 @@ fn main() {
         res.push((kb as f64, secs));
     }
     let (naive, chunked) = (res[0], res[1]);
+    for (what, unit, tsr, naive, goal) in [
+        (
+            "peak memory above set-up",
+            "MiB",
+            chunked.0 / 1024.0,
+            naive.0 / 1024.0,
+            0.125,
+        ),
+        ("seconds per forward+backward", "s", chunked.1, naive.1, 1.0),
+    ] {
+        record(&Figure {
+            bench: "logprob_memory".into(),
+            figure: format!("completion log-probs B={B} T={T} V={V}, chunked: {what}"),
+            unit: unit.into(),
+            tsr,
+            reference: "naive log-softmax, same bench".into(),
+            reference_value: Some(naive),
+            goal: Goal::AtMost(goal),
+        });
+    }
     println!("logprob_memory: chunked/naive peak memory = {:.3} (goal <= 0.125), time = {:.3} (goal <= 1.0)", chunked.0 / naive.0, chunked.1 / naive.1);
 }

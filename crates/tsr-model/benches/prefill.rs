@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../../xtask/src/bench_record.rs"]
+mod bench_record;
+use bench_record::{record, Figure, Goal};
+
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tsr_model::{Kind, LoadOptions, Model, ModelConfig, Tensor};
 
@@ -207,6 +211,15 @@ fn main() {
                     a / b,
                     a_best / b_best
                 );
+                record(&Figure {
+                    bench: "prefill".into(),
+                    figure: format!("prefill {batch}x{len}, f32, median of interleaved runs"),
+                    unit: "tok/s".into(),
+                    tsr: a,
+                    reference: "transformers f32".into(),
+                    reference_value: Some(b),
+                    goal: Goal::AtLeast(1.0),
+                });
             }
         }
         group.throughput(Throughput::Elements(tokens as u64));

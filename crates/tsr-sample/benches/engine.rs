@@ -24,6 +24,10 @@ use tsr_judge::{GenRequest, Generator, OpenAiEngine, Prompt, RemoteConfig, Sampl
 use tsr_model::{load, LoadOptions};
 use tsr_sample::Sampler;
 
+#[path = "../../../xtask/src/bench_record.rs"]
+mod bench_record;
+use bench_record::{record, Figure, Goal};
+
 const PROMPTS: [&str; 2] = [
     "Write a short story about a robot who learns to paint.",
     "Explain how a refrigerator works to a ten-year-old.",
@@ -156,5 +160,14 @@ fn main() {
             "{name:27} {n:5} tokens in {t:6.2} s = {tps:6.1} tok/s  ({:.2}x the local engine)",
             tps / local_tps
         );
+        record(&Figure {
+            bench: "engine".into(),
+            figure: format!("sampled 2x7x<={}, T 0.7, top_p 0.9, tsr f32", tokens()),
+            unit: "tok/s".into(),
+            tsr: local_tps,
+            reference: name.into(),
+            reference_value: Some(tps),
+            goal: Goal::None,
+        });
     }
 }

@@ -11,8 +11,9 @@
 //! Environment: TSR_BENCH_MODEL (default `smollm2-135m-instruct`), TSR_REFERENCE_PYTHON (default
 //! ~/.cache/tsr/venv-torch-2.11.0/bin/python), TSR_BENCH_SKIP_REF=1 to skip transformers,
 //! TSR_BENCH_TOKENS (default 128), TSR_BENCH_DTYPE (`f32`, default; `bf16`: weights and
-//! activations in bf16 on both sides; `bf16-weights`: tsr's weight-only bf16
-//! (`Model::set_weight_dtype`) against transformers in f32, which has no such mode).
+//! activations in bf16 on both sides; `bf16-weights` and `f16-weights`: tsr's weight-only bf16
+//! or fp16 (`Model::set_weight_dtype`; fp16 through FBGEMM's packed kernels) against
+//! transformers in f32, which has no such mode).
 
 #![allow(clippy::print_stdout)]
 
@@ -21,6 +22,10 @@ use tch::{Kind, Tensor};
 use tsr_judge::{GenRequest, Prompt, SamplingParams};
 use tsr_model::{load, LoadOptions, Model};
 use tsr_sample::{Processors, Sampler, SamplerOptions};
+
+#[path = "../../../xtask/src/bench_record.rs"]
+mod bench_record;
+use bench_record::{record, Figure, Goal};
 
 const PROMPTS: [&str; 2] = [
     "Write a short story about a robot who learns to paint.",
@@ -39,8 +44,9 @@ fn dtype() -> (&'static str, Kind, Option<Kind>, &'static str) {
     match std::env::var("TSR_BENCH_DTYPE").as_deref() {
         Ok("bf16") => ("bf16", Kind::BFloat16, None, "bf16"),
         Ok("bf16-weights") => ("bf16-weights", Kind::Float, Some(Kind::BFloat16), "f32"),
+        Ok("f16-weights") => ("f16-weights", Kind::Float, Some(Kind::Half), "f32"),
         Ok("f32") | Err(_) => ("f32", Kind::Float, None, "f32"),
-        Ok(other) => panic!("TSR_BENCH_DTYPE={other}: use f32, bf16 or bf16-weights"),
+        Ok(other) => panic!("TSR_BENCH_DTYPE={other}: use f32, bf16, bf16-weights or f16-weights"),
     }
 }
 
@@ -196,6 +202,25 @@ fn main() {
     );
     line("sampled", n_s, t_s, tps_s, ref_tps("sampled"), 4.0);
     line("greedy", n_g, t_g, tps_g, ref_tps("greedy"), 2.5);
+    for (figure, tps, key, goal) in [
+        (
+            format!("sampled 2x7x{new}, T 0.7, top_p 0.9"),
+            tps_s,
+            "sampled",
+            4.0,
+        ),
+        (format!("greedy 1x{new}"), tps_g, "greedy", 2.5),
+    ] {
+        record(&Figure {
+            bench: "generate".into(),
+            figure: format!("{figure}, tsr {}", dtype().0),
+            unit: "tok/s".into(),
+            tsr: tps,
+            reference: format!("transformers {}", dtype().3),
+            reference_value: ref_tps(key),
+            goal: Goal::AtLeast(goal),
+        });
+    }
 
     if std::env::var("TSR_BENCH_PROFILE").map_or(true, |v| v != "0") {
         profile(&loaded.model, &loaded.tokenizer, &two, &sampled);
