@@ -4,12 +4,15 @@
 //! `cargo xtask test`           set-up, rustfmt check, clippy -D warnings, boundaries, all tests
 //! `cargo xtask seed-model`     set-up, then the judge-tuned seed model (cached in the tsr home)
 //! `cargo xtask run-iteration`  set-up, seed model, then one TSR iteration on the embedded default
-//! `cargo xtask bench`          benchmarks against the Python references, measured in one run
+//! `cargo xtask bench`          benchmarks against the Python references, measured in one run, one table
+//! `cargo xtask gpu-check`      on a GPU machine: CUDA parity, decode and DPO against transformers/TRL
 //! `cargo xtask reference`      the Python reference environment (transformers, TRL, gguf)
 //! `cargo xtask engines`        the llama.cpp server (xllamacpp) and built-in GGUF for the engine tests
 //! `cargo xtask reproduce`      the miniature reproduction of the TSR paper's claims (docs/reproduction.md)
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench_record;
+mod gpu_check;
 mod reproduce;
 mod setup;
 
@@ -50,7 +53,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up (with the Python references), then run the benchmarks.
+    /// Set up (with the Python references), run the benchmarks (generation three times: f32 and
+    /// tsr's weight-only bf16 and f16), then print one table of their headline figures against the references
+    /// and goals, also written to `<target>/tsr-bench/summary.md`.
     Bench {
         /// Only this benchmark target: prefill, generate, judge_modes, dpo_train, logprob_memory,
         /// loss, parse.
@@ -58,6 +63,10 @@ enum Cmd {
         /// made by target.)
         filter: Option<String>,
     },
+    /// On a machine with a GPU: set up, build tsr, then check it on CUDA against transformers and
+    /// TRL (xtask/gpu_check.py): greedy parity (f32 must match, bf16 reported), batch-1 decode
+    /// tokens/s and DPO seconds per step, printed as a table and written as JSON.
+    GpuCheck(gpu_check::Options),
     /// Install the Python reference packages (transformers, trl, gguf) used for golden values,
     /// parity checks and benchmarks.
     Reference,
@@ -92,6 +101,7 @@ fn run() -> Result<()> {
         }
         Cmd::RunIteration { args } => run_iteration(&root, &args)?,
         Cmd::Bench { filter } => bench(&root, filter.as_deref())?,
+        Cmd::GpuCheck(opts) => gpu_check::gpu_check(&root, &opts)?,
         Cmd::Reference => {
             setup::libtorch(&root)?;
             setup::reference(&root)?;
@@ -259,16 +269,99 @@ fn run_iteration(root: &Path, extra: &[String]) -> Result<()> {
 fn bench(root: &Path, filter: Option<&str>) -> Result<()> {
     setup::libtorch(root)?;
     let python = setup::reference(root)?;
-    let mut cmd = cargo(root);
-    cmd.args(["bench", "--workspace", "--profile", "dev"]);
-    cmd.env("TSR_REFERENCE_PYTHON", &python);
     // The llama.cpp server of the `engine` benchmark.
     let engines = setup::engines()?;
-    cmd.env("TSR_ENGINE_PYTHON", &engines.python);
+    let out_dir = target_dir(root).join("tsr-bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let results = out_dir.join("results.jsonl");
+    if results.exists() {
+        std::fs::remove_file(&results)
+            .with_context(|| format!("removing the last run's {}", results.display()))?;
+    }
+    let bench_cmd = || {
+        let mut cmd = cargo(root);
+        cmd.args(["bench", "--workspace", "--profile", "dev"])
+            .env("TSR_REFERENCE_PYTHON", &python)
+            .env("TSR_ENGINE_PYTHON", &engines.python)
+            .env(bench_record::RESULTS_ENV, &results);
+        cmd
+    };
+    let mut cmd = bench_cmd();
     if let Some(f) = filter {
         cmd.args(["--bench", f]);
     }
-    step("benchmarks", &mut cmd)
+    let mut outcome = step("benchmarks", &mut cmd);
+    // Generation again with tsr's weight-only formats (transformers has no such mode: it runs
+    // f32), without the per-step profile, so that the table holds every format.
+    if filter.is_none_or(|f| f == "generate") {
+        for format in ["bf16-weights", "f16-weights"] {
+            if outcome.is_ok() {
+                let mut cmd = bench_cmd();
+                cmd.args(["--bench", "generate"])
+                    .env("TSR_BENCH_DTYPE", format)
+                    .env("TSR_BENCH_PROFILE", "0");
+                outcome = step(&format!("generate with {format}"), &mut cmd);
+            }
+        }
+    }
+    summarize(root, &python, &results, &out_dir.join("summary.md"))?;
+    outcome
+}
+
+/// Prints the figures the benchmarks recorded as one markdown table, headed by the machine and
+/// the versions, and writes it to `summary`.
+fn summarize(root: &Path, python: &Path, results: &Path, summary: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(results).unwrap_or_default();
+    let figures = bench_record::read(&text).map_err(anyhow::Error::msg)?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_owned())
+    };
+    let cpu = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    // Native bf16 arithmetic changes which products tsr's weight-only bf16 serves.
+    let bf16 = if field("flags").is_some_and(|f| f.split(' ').any(|x| x == "avx512_bf16")) {
+        "native bf16 (AVX512-BF16)"
+    } else {
+        "no native bf16"
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let versions = Command::new(python)
+        .args([
+            "-c",
+            "import importlib.metadata as m\n\
+             print(', '.join(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'trl')))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "reference versions unknown".into());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let doc = format!(
+        "# tsr benchmarks, one run\n\n\
+         {cpu}, {cores} cores, {bf16}; reference: {versions}; tsr at {commit}.\n\
+         Ratios are tsr / reference, both measured in this run (docs/benchmarks.md says how).\n\n{}",
+        if figures.is_empty() {
+            "No figures were recorded.\n".to_owned()
+        } else {
+            bench_record::render(&figures)
+        }
+    );
+    println!("\n{doc}");
+    std::fs::write(summary, &doc).with_context(|| format!("writing {}", summary.display()))?;
+    println!("xtask bench: the table is in {}", summary.display());
+    Ok(())
 }
 
 /// The cargo target folder (honours `CARGO_TARGET_DIR`).

