@@ -11,17 +11,22 @@
 //! - TRL: `benches/dpo_ref.py` with the tsr reference venv's Python (`TSR_PYTHON` overrides).
 //!
 //! Rows, one run after the other:
-//! 1. tsr, activations kept (`gradient_checkpointing = "off"`); it writes its batch plan (the
-//!    pairs of every step, in order; tsr groups pairs of similar length);
-//! 2. tsr with activation checkpointing (`"on"`), same batches;
-//! 3. TRL replaying tsr's plan (a sequential sampler over the pairs in plan order): the same
+//! 1. tsr as configured by default for this run (`share_prompt = "auto"`, on without dropout:
+//!    each pair's prompt runs once for both completions), activations kept
+//!    (`gradient_checkpointing = "off"`); it writes its batch plan (the pairs of every step, in
+//!    order; tsr groups pairs of similar length);
+//! 2. the same with activation checkpointing (`"on"`), same batches;
+//! 3. tsr in TRL's layout (`share_prompt = "off"`: chosen and rejected as separate padded rows),
+//!    activations kept, same batches: what sharing the prompt is worth;
+//! 4. TRL replaying tsr's plan (a sequential sampler over the pairs in plan order): the same
 //!    batches in the same order, so both pad the same — the like-for-like comparison;
-//! 4. TRL with its own random batches (its default), for reference.
+//! 5. TRL with its own random batches (its default), for reference.
 //!
 //! Training tokens/s = non-padding tokens of the training steps / summed step wall time (TRL's
-//! `num_tokens` definition; reference precomputation excluded on both sides). Peak RSS = the
-//! process's high-water mark (`VmHWM` / `ru_maxrss`), loading included.
-//! Goals (like for like, rows 1-2 against row 3): tsr/TRL tokens/s >= 1.5, tsr/TRL peak RSS <= 0.5.
+//! `num_tokens` definition, on both sides the tokens of the chosen and rejected sequences, each
+//! prompt counted twice whatever the layout; reference precomputation excluded on both sides).
+//! Peak RSS = the process's high-water mark (`VmHWM` / `ru_maxrss`), loading included.
+//! Goals (like for like, rows 1-3 against row 4): tsr/TRL tokens/s >= 1.5, tsr/TRL peak RSS <= 0.5.
 //!
 //! Knob: `TSR_DPO_BENCH_MICRO` = pairs per forward on the tsr side (4 = one forward per step;
 //! 1 = four accumulated forwards of one pair, same optimizer batch).
@@ -183,8 +188,14 @@ fn child_tsr(pairs: &Path, model_dir: &Path) {
     } else {
         tsr_dpo::GradientCheckpointing::Off
     };
+    let share_prompt = if std::env::var("TSR_DPO_BENCH_SHARE_PROMPT").as_deref() == Ok("0") {
+        tsr_dpo::PromptSharing::Off
+    } else {
+        tsr_dpo::PromptSharing::Auto
+    };
     let cfg = DpoConfig {
         gradient_checkpointing: checkpointing,
+        share_prompt,
         batch_size: micro,
         gradient_accumulation_steps: 4 / micro,
         epochs: 1,
@@ -232,7 +243,8 @@ fn child_tsr(pairs: &Path, model_dir: &Path) {
         "RESULT {}",
         serde_json::json!({"tokens": tokens.round(), "seconds": secs, "tokens_per_s": tokens / secs, "steps": sink.0.len(),
             "peak_rss_mb": vm_hwm_mb(), "losses": losses, "threads": tch::get_num_threads(), "pairs_per_forward": micro,
-            "gradient_checkpointing": checkpointing == tsr_dpo::GradientCheckpointing::On})
+            "gradient_checkpointing": checkpointing == tsr_dpo::GradientCheckpointing::On,
+            "share_prompt": share_prompt != tsr_dpo::PromptSharing::Off})
     );
 }
 
@@ -277,21 +289,26 @@ fn main() {
         assert!(st.success(), "exporting the model failed");
     }
     let plan = dir.join("plan.json");
-    let tsr = |checkpointing: bool| {
+    let tsr = |checkpointing: bool, share_prompt: bool| {
         let mut c = Command::new(&exe);
         c.env("TSR_DPO_BENCH_CHILD", "tsr")
             .env(
                 "TSR_DPO_BENCH_CHECKPOINTING",
                 if checkpointing { "1" } else { "0" },
             )
+            .env(
+                "TSR_DPO_BENCH_SHARE_PROMPT",
+                if share_prompt { "1" } else { "0" },
+            )
             .stderr(std::process::Stdio::inherit());
-        if !checkpointing {
+        if !checkpointing && share_prompt {
             c.env("TSR_DPO_BENCH_PLAN", &plan);
         }
         let r = result(&c.output().unwrap(), "tsr");
         println!(
-            "dpo_train/tsr{}: {r}",
-            if checkpointing { "-checkpointed" } else { "" }
+            "dpo_train/tsr{}{}: {r}",
+            if checkpointing { "-checkpointed" } else { "" },
+            if share_prompt { "" } else { "-trl-layout" }
         );
         r
     };
@@ -311,11 +328,12 @@ fn main() {
         );
         r
     };
-    let plain = tsr(false);
-    let checkpointed = tsr(true);
+    let plain = tsr(false, true);
+    let checkpointed = tsr(true, true);
+    let unshared = tsr(false, false);
     let trl_same = trl(true);
     let trl_own = trl(false);
-    report(&plain, &checkpointed, &trl_same, &trl_own);
+    report(&plain, &checkpointed, &unshared, &trl_same, &trl_own);
 }
 
 fn trl_command(dir: &Path, pairs: &Path, model_dir: &Path) -> Command {
@@ -335,6 +353,7 @@ fn trl_command(dir: &Path, pairs: &Path, model_dir: &Path) -> Command {
 fn report(
     plain: &serde_json::Value,
     checkpointed: &serde_json::Value,
+    unshared: &serde_json::Value,
     trl_same: &serde_json::Value,
     trl_own: &serde_json::Value,
 ) {
@@ -351,9 +370,14 @@ fn report(
     };
     row("tsr", plain);
     row("tsr, checkpointing", checkpointed);
+    row("tsr, TRL's layout", unshared);
     row("TRL, tsr's batches", trl_same);
     row("TRL, its own batches", trl_own);
-    for (name, v) in [("tsr", plain), ("tsr, checkpointing", checkpointed)] {
+    for (name, v) in [
+        ("tsr", plain),
+        ("tsr, checkpointing", checkpointed),
+        ("tsr, TRL's layout", unshared),
+    ] {
         let figure = |what: &str| format!("DPO 32 pairs, batch 4, max length 256, {what}, {name}");
         record(&Figure {
             bench: "dpo_train".into(),

@@ -85,6 +85,30 @@ impl Hidden {
         })
     }
 
+    /// A training forward over branched rows (a prompt and its continuations), checkpointed or
+    /// not.
+    pub fn branched(
+        model: &Model,
+        ids: &Tensor,
+        positions: &Tensor,
+        segments: &Tensor,
+        checkpointed: bool,
+    ) -> Result<Self> {
+        Ok(if checkpointed {
+            let (hidden, c) =
+                model.hidden_states_branched_checkpointed(ids, positions, segments, true)?;
+            Hidden {
+                hidden,
+                checkpoint: Some(c),
+            }
+        } else {
+            Hidden {
+                hidden: model.hidden_states_branched(ids, positions, segments, true)?,
+                checkpoint: None,
+            }
+        })
+    }
+
     /// After the loss was back-propagated into [`Hidden::hidden`]: carry it through the
     /// checkpointed layers (nothing to do for a plain forward, whose `backward` already did).
     pub fn finish_backward(self, model: &Model) -> Result<()> {

@@ -19,6 +19,21 @@ use crate::train_loop::OptimSettings;
 /// 1e-6 decaying to 1e-7, batch size 16, dropout 0.1) with the batch of 16 pairs reached as
 /// 4 pairs × 4 accumulation steps, which fits a 2-core CPU; TRL's defaults are given where they
 /// differ.
+/// `share_prompt` of `[dpo]`: whether a micro-batch runs each pair's prompt once for both
+/// completions ([`crate::data::collate_branched`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSharing {
+    /// On when training without dropout (TRL's default), where it changes nothing but float
+    /// rounding.
+    #[default]
+    Auto,
+    /// Always (with dropout, the completions share the prompt's dropout draws).
+    On,
+    /// Never: chosen and rejected sequences run as separate padded rows (TRL's layout).
+    Off,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpoConfig {
@@ -75,6 +90,11 @@ pub struct DpoConfig {
     /// Activation checkpointing: `auto` (on from 1B parameters), `on` or `off`. Same
     /// gradients, less memory, one more forward pass per micro-batch. Default `auto`.
     pub gradient_checkpointing: GradientCheckpointing,
+    /// Compute each pair's prompt once for both completions: `auto` (when training without
+    /// dropout), `on` or `off`. Same log-probs up to float rounding, fewer tokens through the
+    /// model. With dropout, `on` makes the two completions share the prompt's dropout draws.
+    /// Default `auto`.
+    pub share_prompt: PromptSharing,
     /// LoRA (`[dpo.lora]`: `r`, `alpha`, `targets`): train rank-`r` adapters on the chosen
     /// projections with every base weight frozen. The reference log-probs are those of the
     /// weights before training (adapters start at zero, so no second model is held); the trained
@@ -112,6 +132,7 @@ impl Default for DpoConfig {
             ref_batch_size: 8,
             checkpoint_every: 0,
             gradient_checkpointing: GradientCheckpointing::Auto,
+            share_prompt: PromptSharing::Auto,
             lora: None,
         }
     }

@@ -47,7 +47,9 @@ mod pairs;
 mod sampled;
 mod tokenize;
 
-pub use batch::{collate, epoch_batches, epoch_batches_by_length, PairBatch};
+pub use batch::{
+    collate, collate_branched, epoch_batches, epoch_batches_by_length, BranchedBatch, PairBatch,
+};
 pub use pairs::{parse_pairs, read_pairs, Message, PairCompletion, PairPrompt, PreferencePair};
 pub use sampled::{count_unended, tokenize_sampled_pairs, SampledPair};
 pub use tokenize::{tokenize_pairs, PairTokenizer, TokenizedPair, TokenizedSeq, Truncation};

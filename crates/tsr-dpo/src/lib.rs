@@ -90,6 +90,7 @@ pub mod checkpointing;
 pub mod config;
 pub mod data;
 pub mod error;
+mod layout;
 pub mod logprobs;
 pub mod lora;
 pub mod loss;
@@ -103,7 +104,7 @@ mod train_loop;
 pub mod trainer;
 
 pub use checkpointing::GradientCheckpointing;
-pub use config::{DpoConfig, LrSchedule, TrainConfig};
+pub use config::{DpoConfig, LrSchedule, PromptSharing, TrainConfig};
 pub use data::{
     count_unended, read_pairs, tokenize_pairs, tokenize_sampled_pairs, PairTokenizer,
     PreferencePair, SampledPair, TokenizedPair, Truncation,

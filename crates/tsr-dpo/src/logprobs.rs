@@ -53,10 +53,14 @@ pub struct ScoredPositions {
     positions: Tensor,
     /// The token each of them predicts, `[N]` i64.
     targets: Tensor,
-    /// The sequence (row) each belongs to, `[N]` i64.
+    /// The sequence each belongs to, `[N]` i64 (the row of `input_ids`, unless built by
+    /// [`ScoredPositions::from_parts`]).
     rows: Tensor,
+    /// Rows `B` and length `T` of the hidden states.
     batch: i64,
     seq: i64,
+    /// Number of sequences the log-probs are summed into.
+    sequences: i64,
     count: i64,
 }
 
@@ -93,7 +97,42 @@ impl ScoredPositions {
             rows,
             batch,
             seq,
+            sequences: batch,
             count,
+        })
+    }
+
+    /// Scored positions given one by one, for layouts where a sequence is not one row (several
+    /// sequences per row, a shared prompt): hidden states `[batch, seq, H]`; for each scored
+    /// token, the flat index `b·seq + t` of the hidden state that predicts it, the token, and
+    /// the sequence (in `0..sequences`) whose sum it joins.
+    pub fn from_parts(
+        batch: i64,
+        seq: i64,
+        sequences: i64,
+        scored: &[(i64, i64, i64)],
+        device: tch::Device,
+    ) -> Result<Self> {
+        for &(p, _, s) in scored {
+            if !(0..batch * seq).contains(&p) || !(0..sequences).contains(&s) {
+                return Err(DpoError::Shape(format!(
+                    "scored position {p} (of {batch}x{seq}) or sequence {s} (of {sequences}) \
+                     out of range"
+                )));
+            }
+        }
+        let column = |f: fn(&(i64, i64, i64)) -> i64| -> Result<Tensor> {
+            let v: Vec<i64> = scored.iter().map(f).collect();
+            Ok(Tensor::from_slice(&v).f_to_device(device)?)
+        };
+        Ok(ScoredPositions {
+            positions: column(|x| x.0)?,
+            targets: column(|x| x.1)?,
+            rows: column(|x| x.2)?,
+            batch,
+            seq,
+            sequences,
+            count: scored.len() as i64,
         })
     }
 
@@ -101,7 +140,7 @@ impl ScoredPositions {
     pub fn tokens_per_row(&self) -> Result<Tensor> {
         let ones = Tensor::f_ones([self.count], (Kind::Int64, self.rows.device()))?;
         Ok(
-            Tensor::f_zeros([self.batch], (Kind::Int64, self.rows.device()))?
+            Tensor::f_zeros([self.sequences], (Kind::Int64, self.rows.device()))?
                 .f_index_add(0, &self.rows, &ones)?,
         )
     }
@@ -225,7 +264,7 @@ impl ChunkedLogProbs {
         let h_dim = check_hidden(hidden, weight, pos)?;
         let _guard = tch::no_grad_guard();
         let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
-        let mut sums = Tensor::f_zeros([pos.batch], (Kind::Double, hidden.device()))?;
+        let mut sums = Tensor::f_zeros([pos.sequences], (Kind::Double, hidden.device()))?;
         let mut hits = 0;
         for (start, len) in self.chunks(pos) {
             let idx = pos.positions.f_narrow(0, start, len)?;
@@ -258,11 +297,11 @@ impl ChunkedLogProbs {
         grad_logps: &Tensor,
     ) -> Result<()> {
         let h_dim = check_hidden(hidden, weight, pos)?;
-        if grad_logps.size() != [pos.batch] {
+        if grad_logps.size() != [pos.sequences] {
             return Err(DpoError::Shape(format!(
                 "grad_logps {:?}, expected [{}]",
                 grad_logps.size(),
-                pos.batch
+                pos.sequences
             )));
         }
         let need_w = weight.requires_grad();

@@ -40,7 +40,9 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     /// Learning rate used for this step.
     pub learning_rate: f64,
-    /// Non-padding tokens (prompt and completion, chosen and rejected) processed per second.
+    /// Non-padding tokens of the step's sequences (prompt and completion, chosen and rejected;
+    /// a prompt computed once for both completions, `share_prompt`, still counts twice) per
+    /// second.
     #[serde(rename = "tokens/s")]
     pub tokens_per_s: f64,
     /// Pairs in this step.

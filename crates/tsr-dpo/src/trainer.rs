@@ -26,11 +26,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use tsr_model::Model;
 
-use crate::checkpointing::Hidden;
 use crate::config::{DpoConfig, TrainConfig};
-use crate::data::{collate, epoch_batches, TokenizedPair};
+use crate::data::{epoch_batches, TokenizedPair};
 use crate::error::{DpoError, Result};
-use crate::logprobs::ScoredPositions;
+use crate::layout::Collated;
 use crate::loss::{dpo_loss, PairLogps};
 pub use crate::metrics::{JsonlSink, MetricsSink, StepMetrics, VecSink};
 use crate::optim::AdamW;
@@ -218,26 +217,24 @@ impl<'m> Trainer<'m> {
         let logprobs = *self.cfg.logprobs();
         let loss_params = *self.cfg.loss();
         let checkpointed = c.gradient_checkpointing.enabled_for(self.model);
+        let share = c
+            .share_prompt
+            .enabled_for(self.model, c.dropout, c.max_length);
 
         let mut acc = StepMetrics::default();
         let mut pairs_seen = 0usize;
         let mut tokens = 0usize;
         for micro in first..last {
             let (_epoch, batch_idx, sel) = self.micro_batch(micro);
-            let batch = collate(&self.pairs, &sel, self.pad_id, device)?;
+            let batch = Collated::new(&self.pairs, &sel, self.pad_id, device, share)?;
             seed_dropout(c.seed, micro);
             let t_fwd = Instant::now();
-            let forward = Hidden::padded(
-                self.model,
-                &batch.input_ids,
-                &batch.attention_mask,
-                checkpointed,
-            )?;
+            let forward = batch.forward(self.model, checkpointed)?;
             let hidden = &forward.hidden;
             let fwd_s = t_fwd.elapsed().as_secs_f64();
             let weight = self.model.lm_head_weight();
-            let pos = ScoredPositions::new(&batch.input_ids, &batch.completion_mask)?;
-            let logps = logprobs.forward(hidden, &weight, &pos)?;
+            let pos = &batch.scored;
+            let logps = logprobs.forward(hidden, &weight, pos)?;
             let leaf = logps.f_detach()?.set_requires_grad(true);
             let b = sel.len() as i64;
             let pc = leaf.f_narrow(0, 0, b)?;
@@ -283,12 +280,12 @@ impl<'m> Trainer<'m> {
             out.loss.f_div_scalar(n_micro)?.f_backward()?;
             let grad = leaf.grad();
             let t_bwd = Instant::now();
-            logprobs.backward(hidden, &weight, &pos, &grad)?;
+            logprobs.backward(hidden, &weight, pos, &grad)?;
             forward.finish_backward(self.model)?;
             tracing::debug!(
                 micro,
-                rows = 2 * b,
-                seq = batch.input_ids.size()[1],
+                rows = batch.shape()[0],
+                seq = batch.shape()[1],
                 forward_s = fwd_s,
                 logps_and_loss_s = t_bwd.duration_since(t_fwd).as_secs_f64() - fwd_s,
                 backward_s = t_bwd.elapsed().as_secs_f64(),

@@ -313,6 +313,11 @@ impl Model {
         self.dropout
     }
 
+    /// The shortest sliding attention window of any layer, if a layer has one.
+    pub fn min_sliding_window(&self) -> Option<usize> {
+        self.layers.iter().filter_map(|l| l.window).min()
+    }
+
     /// A fresh, empty KV cache for `batch` rows.
     pub fn new_cache(&self, batch: usize) -> KvCache {
         KvCache::new(self.layers.len(), batch)

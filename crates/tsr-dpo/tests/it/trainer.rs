@@ -1,7 +1,7 @@
 //! The trainer, reference log-probs and diagnostics on a tiny random Llama.
 
 use tch::{Device, Kind, Tensor};
-use tsr_dpo::data::{collate, TokenizedPair, TokenizedSeq};
+use tsr_dpo::data::{collate, collate_branched, TokenizedPair, TokenizedSeq};
 use tsr_dpo::reference::{
     cached_reference_logps, compute_reference_logps, mean_completion_hidden, row_cosines,
 };
@@ -424,4 +424,95 @@ fn checkpointed_training_equals_plain_training() {
         auto.0.iter().map(|m| m.loss).collect::<Vec<_>>()
     );
     assert!(wp.iter().zip(&wa).all(|((_, a), (_, b))| a.equal(b)));
+}
+
+#[test]
+fn a_shared_prompt_gives_the_padded_log_probs() {
+    // One row per pair (prompt once, then both completions) against chosen and rejected as
+    // separate padded rows: the same completion log-probs and hidden-state gradients.
+    let model = tiny_model(4);
+    let data = pairs(5);
+    let sel = [4, 1, 2];
+    let c = ChunkedLogProbs::new(3).unwrap();
+    let w = model.lm_head_weight();
+    let padded = collate(&data, &sel, 0, Device::Cpu).unwrap();
+    let hp = model
+        .hidden_states(&padded.input_ids, &padded.attention_mask, false)
+        .unwrap();
+    let pos = ScoredPositions::new(&padded.input_ids, &padded.completion_mask).unwrap();
+    let lp = c.forward(&hp, &w, &pos).unwrap();
+    let branched = collate_branched(&data, &sel, 0, Device::Cpu)
+        .unwrap()
+        .expect("the pairs share their prompts");
+    assert_eq!(branched.input_ids.size()[0], 3);
+    assert_eq!(branched.real_tokens, padded.real_tokens);
+    assert!(branched.completion_tokens.equal(&padded.completion_tokens));
+    let hb = model
+        .hidden_states_branched(
+            &branched.input_ids,
+            &branched.positions,
+            &branched.segment_ids,
+            false,
+        )
+        .unwrap();
+    let lb = c.forward(&hb, &w, &branched.scored).unwrap();
+    let d = (&lp - &lb).abs().max().double_value(&[]);
+    assert!(d < 1e-5, "log-probs differ by {d:e}: {lp:?} vs {lb:?}");
+    // Pairs whose prompts differ keep the padded layout.
+    let mut odd = data.clone();
+    odd[1].rejected.ids[0] += 1;
+    assert!(collate_branched(&odd, &sel, 0, Device::Cpu)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn shared_prompt_training_equals_padded_training() {
+    // `share_prompt` changes the layout, not the arithmetic: same losses and weights (dropout
+    // off), checkpointed or not.
+    let _rng = rng_lock();
+    let run = |share: tsr_dpo::PromptSharing, ck: tsr_dpo::GradientCheckpointing| {
+        let cfg = DpoConfig {
+            dropout: 0.0,
+            share_prompt: share,
+            gradient_checkpointing: ck,
+            ..config()
+        }
+        .validate()
+        .unwrap();
+        let data = pairs(6);
+        let mut m = tiny_model(3);
+        let reference = compute_reference_logps(&m, &data, 0, 4, cfg.logprobs()).unwrap();
+        let mut sink = VecSink::default();
+        Trainer::new(&mut m, cfg, data, reference, 0)
+            .unwrap()
+            .run(&mut sink, None, |_, _| {})
+            .unwrap();
+        (sink, weights(&m))
+    };
+    use tsr_dpo::GradientCheckpointing as Ck;
+    use tsr_dpo::PromptSharing as Share;
+    let (padded, wp) = run(Share::Off, Ck::Off);
+    for ck in [Ck::Off, Ck::On] {
+        let (shared, ws) = run(Share::On, ck);
+        assert_eq!(padded.0.len(), shared.0.len());
+        for (a, b) in padded.0.iter().zip(&shared.0) {
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-5,
+                "{ck:?}: {} vs {}",
+                a.loss,
+                b.loss
+            );
+            assert!(
+                (a.grad_norm - b.grad_norm).abs() <= 1e-4 * a.grad_norm.max(1.0),
+                "{ck:?}: grad norm {} vs {}",
+                a.grad_norm,
+                b.grad_norm
+            );
+        }
+        for ((name, a), (_, b)) in wp.iter().zip(&ws) {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d <= 1e-5, "{ck:?}: {name} differs by {d:e}");
+        }
+    }
 }

@@ -106,7 +106,20 @@ impl Model {
         segment_ids: &Tensor,
         train: bool,
     ) -> Result<(Tensor, Checkpoint), ModelError> {
-        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids)?;
+        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids, false)?;
+        self.run_checkpointed(input_ids, &positions, masks, train)
+    }
+
+    /// [`Model::hidden_states_branched`] with activation checkpointing (see
+    /// [`Model::hidden_states_checkpointed`]).
+    pub fn hidden_states_branched_checkpointed(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        segment_ids: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Checkpoint), ModelError> {
+        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids, true)?;
         self.run_checkpointed(input_ids, &positions, masks, train)
     }
 

@@ -46,7 +46,27 @@ impl Model {
         segment_ids: &Tensor,
         train: bool,
     ) -> Result<Tensor, ModelError> {
-        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids)?;
+        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids, false)?;
+        self.run(input_ids, &positions, &masks, None, train)
+    }
+
+    /// Full-sequence forward over **branched** rows: final-norm hidden states `[B, T, H]`.
+    ///
+    /// Each row holds a prefix (segment 1, first in the row) and sequences that continue it
+    /// (segments 2, 3, ...; 0 = padding), e.g. a prompt then two completions of it.
+    /// `positions` restart at the prefix's length in each continuation. A token attends to
+    /// earlier tokens of its own segment and to the prefix, so each continuation's hidden
+    /// states equal those of prefix + continuation run alone (up to float rounding), while the
+    /// prefix is computed once. Refused for a model whose sliding attention window is shorter
+    /// than the row. Gradients flow as in [`Model::hidden_states`].
+    pub fn hidden_states_branched(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        segment_ids: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let (positions, masks) = self.prepare_packed(input_ids, positions, segment_ids, true)?;
         self.run(input_ids, &positions, &masks, None, train)
     }
 

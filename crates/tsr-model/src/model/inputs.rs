@@ -42,19 +42,36 @@ impl Model {
         Ok((positions, masks))
     }
 
-    /// Position ids and masks of a full-sequence forward over packed rows.
+    /// Position ids and masks of a full-sequence forward over packed rows. With `branched`,
+    /// segment 1 of each row is a prefix the row's other segments continue: their tokens also
+    /// attend to it.
     pub(super) fn prepare_packed(
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
         segment_ids: &Tensor,
+        branched: bool,
     ) -> Result<(Tensor, Masks), ModelError> {
         let (b, t) = self.check_ids(input_ids)?;
         let seg = self.check_mask(segment_ids, b, t, "segment_ids")?;
         let positions = self.check_mask(positions, b, t, "positions")?;
         self.check_context(&positions)?;
+        if branched {
+            if let Some(w) = self.min_sliding_window().filter(|&w| w < t) {
+                // The windows are cut by index, and a branch's index distance to the prefix is
+                // not its position distance.
+                return Err(ModelError::input(format!(
+                    "branched rows of {t} tokens with a {w}-token sliding attention window"
+                )));
+            }
+        }
         let valid = seg.ne(0);
-        let same = seg.unsqueeze(2).eq_tensor(&seg.unsqueeze(1)).unsqueeze(1); // [B,1,Q,K]
+        let mut same = seg.unsqueeze(2).eq_tensor(&seg.unsqueeze(1)); // [B,Q,K]
+        if branched {
+            let prefix_key = seg.eq(1).unsqueeze(1); // [B,1,K]
+            same = same.logical_or(&prefix_key.logical_and(&valid.unsqueeze(2)));
+        }
+        let same = same.unsqueeze(1); // [B,1,Q,K]
         let q_idx = Tensor::arange(t as i64, (Kind::Int64, self.device()));
         let masks = self.build_masks(&valid, &q_idx, t as i64, true, Some(&same))?;
         Ok((positions, masks))

@@ -357,3 +357,58 @@ fn packed_rows_equal_their_sequences_run_alone() {
         );
     }
 }
+
+#[test]
+fn branched_rows_equal_prefix_and_continuation_run_alone() {
+    for case in CASES {
+        let model = load(case);
+        let v = model.config().vocab_size as i64;
+        // A prefix of 4 tokens continued by 3 and by 2 tokens, in one row of 10 (1 padding).
+        let p: Vec<i64> = (0..4).map(|k| (5 + 3 * k) % v).collect();
+        let c: Vec<i64> = (0..3).map(|k| (17 + 7 * k) % v).collect();
+        let r: Vec<i64> = (0..2).map(|k| (29 + 11 * k) % v).collect();
+        let alone = |s: Vec<i64>| {
+            let ids = Tensor::from_slice(&s).unsqueeze(0);
+            tch::no_grad(|| model.hidden_states(&ids, &ids.ones_like(), false)).unwrap()
+        };
+        let ids: Vec<i64> = p.iter().chain(&c).chain(&r).copied().chain([0]).collect();
+        let seg: Vec<i64> = [1; 4]
+            .into_iter()
+            .chain([2; 3])
+            .chain([3; 2])
+            .chain([0])
+            .collect();
+        let pos: Vec<i64> = (0..7).chain(4..6).chain([0]).collect();
+        let row = |v: &[i64]| Tensor::from_slice(v).unsqueeze(0);
+        let out = tch::no_grad(|| {
+            model.hidden_states_branched(&row(&ids), &row(&pos), &row(&seg), false)
+        });
+        if case == "mistral_window" {
+            // Its 4-token window is shorter than the row: refused, not silently wrong.
+            let e = out.unwrap_err().to_string();
+            assert!(e.contains("sliding"), "{e}");
+            continue;
+        }
+        let out = out.unwrap();
+        let with_c = alone(p.iter().chain(&c).copied().collect());
+        let with_r = alone(p.iter().chain(&r).copied().collect());
+        let diff = |a: Tensor, b: Tensor| (a - b).abs().max().double_value(&[]);
+        let dp = diff(out.narrow(1, 0, 4), with_c.narrow(1, 0, 4));
+        let dc = diff(out.narrow(1, 4, 3), with_c.narrow(1, 4, 3));
+        let dr = diff(out.narrow(1, 7, 2), with_r.narrow(1, 4, 2));
+        assert!(
+            dp < 1e-5 && dc < 1e-5 && dr < 1e-5,
+            "{case}: {dp:e} {dc:e} {dr:e}"
+        );
+        // Without the branch structure, the second continuation would see the first.
+        let packed = tch::no_grad(|| {
+            let seg: Vec<i64> = [1; 9].into_iter().chain([0]).collect();
+            model.hidden_states_branched(&row(&ids), &row(&pos), &row(&seg), false)
+        })
+        .unwrap();
+        assert!(
+            diff(packed.narrow(1, 7, 2), with_r.narrow(1, 4, 2)) > 1e-3,
+            "{case}"
+        );
+    }
+}
