@@ -62,50 +62,36 @@ impl Hidden {
         })
     }
 
-    /// A training forward over packed rows, checkpointed or not.
-    pub fn packed(
+    /// A training forward over packed rows (several sequences per row), or over branched rows
+    /// (a prompt and its continuations, [`Model::hidden_states_branched`]), checkpointed or not.
+    pub fn segmented(
         model: &Model,
         ids: &Tensor,
         positions: &Tensor,
         segments: &Tensor,
+        branched: bool,
         checkpointed: bool,
     ) -> Result<Self> {
-        Ok(if checkpointed {
-            let (hidden, c) =
-                model.hidden_states_packed_checkpointed(ids, positions, segments, true)?;
-            Hidden {
-                hidden,
-                checkpoint: Some(c),
+        Ok(match (checkpointed, branched) {
+            (true, _) => {
+                let (hidden, c) = if branched {
+                    model.hidden_states_branched_checkpointed(ids, positions, segments, true)?
+                } else {
+                    model.hidden_states_packed_checkpointed(ids, positions, segments, true)?
+                };
+                Hidden {
+                    hidden,
+                    checkpoint: Some(c),
+                }
             }
-        } else {
-            Hidden {
-                hidden: model.hidden_states_packed(ids, positions, segments, true)?,
-                checkpoint: None,
-            }
-        })
-    }
-
-    /// A training forward over branched rows (a prompt and its continuations), checkpointed or
-    /// not.
-    pub fn branched(
-        model: &Model,
-        ids: &Tensor,
-        positions: &Tensor,
-        segments: &Tensor,
-        checkpointed: bool,
-    ) -> Result<Self> {
-        Ok(if checkpointed {
-            let (hidden, c) =
-                model.hidden_states_branched_checkpointed(ids, positions, segments, true)?;
-            Hidden {
-                hidden,
-                checkpoint: Some(c),
-            }
-        } else {
-            Hidden {
+            (false, true) => Hidden {
                 hidden: model.hidden_states_branched(ids, positions, segments, true)?,
                 checkpoint: None,
-            }
+            },
+            (false, false) => Hidden {
+                hidden: model.hidden_states_packed(ids, positions, segments, true)?,
+                checkpoint: None,
+            },
         })
     }
 

@@ -86,7 +86,7 @@ impl Collated {
                 ids,
                 positions,
                 segments,
-            } => Hidden::branched(model, ids, positions, segments, checkpointed),
+            } => Hidden::segmented(model, ids, positions, segments, true, checkpointed),
         }
     }
 }

@@ -288,11 +288,12 @@ impl<'m> SftTrainer<'m> {
             let batch = collate_rows(&self.rows, sel, self.pad_id, device)?;
             seed_dropout(c.seed, *micro);
             let forward = if c.packing {
-                Hidden::packed(
+                Hidden::segmented(
                     self.model,
                     &batch.input_ids,
                     &batch.positions,
                     &batch.segment_ids,
+                    false,
                     checkpointed,
                 )?
             } else {

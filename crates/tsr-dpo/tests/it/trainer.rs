@@ -383,28 +383,36 @@ fn representation_diagnostic() {
     assert!(h.get(2).allclose(&want, 1e-5, 1e-5, false));
 }
 
+/// Trains the tiny model from seed 3 on 6 pairs with `cfg`, dropout off; returns the step
+/// metrics and the trained weights.
+fn train_without_dropout(cfg: DpoConfig) -> (VecSink, Vec<(String, Tensor)>) {
+    let cfg = DpoConfig {
+        dropout: 0.0,
+        ..cfg
+    }
+    .validate()
+    .unwrap();
+    let data = pairs(6);
+    let mut m = tiny_model(3);
+    let reference = compute_reference_logps(&m, &data, 0, 4, cfg.logprobs()).unwrap();
+    let mut sink = VecSink::default();
+    Trainer::new(&mut m, cfg, data, reference, 0)
+        .unwrap()
+        .run(&mut sink, None, |_, _| {})
+        .unwrap();
+    (sink, weights(&m))
+}
+
 #[test]
 fn checkpointed_training_equals_plain_training() {
     // Activation checkpointing changes memory, not the arithmetic: same losses, gradient norms
     // and weights as the plain pass (dropout off; with dropout the draws differ by design).
     let _rng = rng_lock();
     let run = |ck: tsr_dpo::GradientCheckpointing| {
-        let cfg = DpoConfig {
-            dropout: 0.0,
+        train_without_dropout(DpoConfig {
             gradient_checkpointing: ck,
             ..config()
-        }
-        .validate()
-        .unwrap();
-        let data = pairs(6);
-        let mut m = tiny_model(3);
-        let reference = compute_reference_logps(&m, &data, 0, 4, cfg.logprobs()).unwrap();
-        let mut sink = VecSink::default();
-        Trainer::new(&mut m, cfg, data, reference, 0)
-            .unwrap()
-            .run(&mut sink, None, |_, _| {})
-            .unwrap();
-        (sink, weights(&m))
+        })
     };
     let (plain, wp) = run(tsr_dpo::GradientCheckpointing::Off);
     let (ck, wc) = run(tsr_dpo::GradientCheckpointing::On);
@@ -472,23 +480,11 @@ fn shared_prompt_training_equals_padded_training() {
     // off), checkpointed or not.
     let _rng = rng_lock();
     let run = |share: tsr_dpo::PromptSharing, ck: tsr_dpo::GradientCheckpointing| {
-        let cfg = DpoConfig {
-            dropout: 0.0,
+        train_without_dropout(DpoConfig {
             share_prompt: share,
             gradient_checkpointing: ck,
             ..config()
-        }
-        .validate()
-        .unwrap();
-        let data = pairs(6);
-        let mut m = tiny_model(3);
-        let reference = compute_reference_logps(&m, &data, 0, 4, cfg.logprobs()).unwrap();
-        let mut sink = VecSink::default();
-        Trainer::new(&mut m, cfg, data, reference, 0)
-            .unwrap()
-            .run(&mut sink, None, |_, _| {})
-            .unwrap();
-        (sink, weights(&m))
+        })
     };
     use tsr_dpo::GradientCheckpointing as Ck;
     use tsr_dpo::PromptSharing as Share;
