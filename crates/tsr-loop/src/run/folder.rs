@@ -15,8 +15,16 @@ const EVAL_PROMPTS: &str = "eval-prompts.jsonl";
 
 const FORMAT: u32 = 1;
 
+/// Whether a run folder entry is one that [`Run::create`] writes before `run.json` (or the lock,
+/// or a temporary of an interrupted write): a folder holding only these has no run yet.
+fn creation_leftover(name: &str) -> bool {
+    [LOCK_FILE, "prompts.jsonl", EVAL_PROMPTS, "config.toml"].contains(&name)
+        || tsr_io::is_temporary(name)
+}
+
 impl Run {
-    /// Create a new run folder (it must not exist, or be empty) holding the resolved config and
+    /// Create a new run folder (it must not exist, or be empty, or hold only what a creation
+    /// killed before writing `run.json` left, which is removed) holding the resolved config and
     /// the prompts.
     pub fn create(dir: &Path, mut config: Config, prompts: Vec<PromptRecord>) -> Result<Run> {
         config.validate()?;
@@ -53,20 +61,30 @@ impl Run {
         if dir.join("run.json").exists() {
             return Err(rd("already holds a run; continue it with --resume"));
         }
-        let non_empty = |dir: &Path| {
+        // Anything besides what `create` itself writes before `run.json` belongs to someone
+        // else; those files alone are a creation that a crash interrupted (no run yet).
+        let foreign = |dir: &Path| {
             std::fs::read_dir(dir).is_ok_and(|mut entries| {
-                entries.any(|e| e.is_ok_and(|e| e.file_name() != LOCK_FILE))
+                entries
+                    .any(|e| e.is_ok_and(|e| !creation_leftover(&e.file_name().to_string_lossy())))
             })
         };
-        if non_empty(dir) {
+        if foreign(dir) {
             return Err(rd("exists and is not empty"));
         }
         fsio::create_dir(dir)?;
-        // A second `create` racing this one fails at the lock, or at the check below once this
+        // A second `create` racing this one fails at the lock, or at the checks below once this
         // one has written the run.
         let _lock = RunLock::acquire(dir)?;
-        if non_empty(dir) {
+        if foreign(dir) || dir.join("run.json").exists() {
             return Err(rd("exists and is not empty"));
+        }
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            if entry.file_name() != LOCK_FILE {
+                tracing::warn!(file = %entry.path().display(), "removing what an interrupted run creation left");
+                std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            }
         }
         fsio::write_jsonl(&dir.join("prompts.jsonl"), &prompts)?;
         if config.eval.is_some() {

@@ -93,6 +93,33 @@ fn run_folder_misuse_is_refused() {
 }
 
 #[test]
+fn a_creation_killed_before_run_json_can_be_started_again() {
+    // What `Run::create` writes before `run.json` (prompts, config, an unfinished temporary):
+    // no run yet, so starting again removes it and creates the run.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("prompts.jsonl"), "{\"id\": \"old\"").unwrap();
+    std::fs::write(dir.join("config.toml"), "half").unwrap();
+    std::fs::write(dir.join(".run.json.tsr-tmp-4242"), "").unwrap();
+    let run = Run::create(&dir, config(Method::Sr, 1), prompts(2)).unwrap();
+    assert_eq!(run.prompts().len(), 2);
+    assert!(dir.join("run.json").exists());
+    assert!(!dir.join(".run.json.tsr-tmp-4242").exists());
+    assert!(Run::open(&dir).is_ok());
+    // A file of anyone else's still makes the folder off limits.
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("prompts.jsonl"), "").unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let e = Run::create(&other, config(Method::Sr, 1), prompts(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty"), "{e}");
+    assert!(other.join("notes.txt").exists() && other.join("prompts.jsonl").exists());
+}
+
+#[test]
 fn unwritable_run_folder_is_an_error() {
     let e = Run::create(
         Path::new("/proc/tsr-cannot-write-here"),
