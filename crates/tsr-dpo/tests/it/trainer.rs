@@ -275,24 +275,16 @@ fn checkpoint_from_other_data_or_config_is_refused() {
 #[test]
 fn dpo_training_separates_chosen_from_rejected() {
     let _rng = rng_lock();
-    let cfg = DpoConfig {
-        max_steps: Some(12),
-        dropout: 0.0,
-        learning_rate: 3e-2,
-        final_learning_rate: 3e-2,
-        warmup_steps: 0,
-        ..config()
-    }
-    .validate()
-    .unwrap();
-    let data = pairs(6);
-    let mut m = tiny_model(5);
-    let reference = compute_reference_logps(&m, &data, 0, 4, cfg.logprobs()).unwrap();
-    let mut sink = VecSink::default();
-    Trainer::new(&mut m, cfg, data, reference, 0)
-        .unwrap()
-        .run(&mut sink, None, |_, _| {})
-        .unwrap();
+    let (sink, _) = train_without_dropout(
+        DpoConfig {
+            max_steps: Some(12),
+            learning_rate: 3e-2,
+            final_learning_rate: 3e-2,
+            warmup_steps: 0,
+            ..config()
+        },
+        5,
+    );
     let first = &sink.0[0];
     let last = sink.0.last().unwrap();
     assert!(
@@ -383,9 +375,9 @@ fn representation_diagnostic() {
     assert!(h.get(2).allclose(&want, 1e-5, 1e-5, false));
 }
 
-/// Trains the tiny model from seed 3 on 6 pairs with `cfg`, dropout off; returns the step
+/// Trains the tiny model from `seed` on 6 pairs with `cfg`, dropout off; returns the step
 /// metrics and the trained weights.
-fn train_without_dropout(cfg: DpoConfig) -> (VecSink, Vec<(String, Tensor)>) {
+fn train_without_dropout(cfg: DpoConfig, seed: u64) -> (VecSink, Vec<(String, Tensor)>) {
     let cfg = DpoConfig {
         dropout: 0.0,
         ..cfg
@@ -393,7 +385,7 @@ fn train_without_dropout(cfg: DpoConfig) -> (VecSink, Vec<(String, Tensor)>) {
     .validate()
     .unwrap();
     let data = pairs(6);
-    let mut m = tiny_model(3);
+    let mut m = tiny_model(seed);
     let reference = compute_reference_logps(&m, &data, 0, 4, cfg.logprobs()).unwrap();
     let mut sink = VecSink::default();
     Trainer::new(&mut m, cfg, data, reference, 0)
@@ -409,10 +401,13 @@ fn checkpointed_training_equals_plain_training() {
     // and weights as the plain pass (dropout off; with dropout the draws differ by design).
     let _rng = rng_lock();
     let run = |ck: tsr_dpo::GradientCheckpointing| {
-        train_without_dropout(DpoConfig {
-            gradient_checkpointing: ck,
-            ..config()
-        })
+        train_without_dropout(
+            DpoConfig {
+                gradient_checkpointing: ck,
+                ..config()
+            },
+            3,
+        )
     };
     let (plain, wp) = run(tsr_dpo::GradientCheckpointing::Off);
     let (ck, wc) = run(tsr_dpo::GradientCheckpointing::On);
@@ -480,11 +475,14 @@ fn shared_prompt_training_equals_padded_training() {
     // off), checkpointed or not.
     let _rng = rng_lock();
     let run = |share: tsr_dpo::PromptSharing, ck: tsr_dpo::GradientCheckpointing| {
-        train_without_dropout(DpoConfig {
-            share_prompt: share,
-            gradient_checkpointing: ck,
-            ..config()
-        })
+        train_without_dropout(
+            DpoConfig {
+                share_prompt: share,
+                gradient_checkpointing: ck,
+                ..config()
+            },
+            3,
+        )
     };
     use tsr_dpo::GradientCheckpointing as Ck;
     use tsr_dpo::PromptSharing as Share;
