@@ -1,7 +1,8 @@
 //! tsr-model's build script: the rpath and CUDA link arguments every libtorch crate gets
-//! (`build/link-libtorch.rs`), plus a small C++ shim over libtorch's FBGEMM fp16 kernels
-//! (`csrc/fbgemm_fp16.cpp`, used by `Model::set_weight_dtype(Kind::Half)` on CPU), compiled
-//! against the headers of the libtorch torch-sys links.
+//! (`build/link-libtorch.rs`), plus two small C++ shims over what tch does not expose: libtorch's
+//! FBGEMM fp16 kernels (`csrc/fbgemm_fp16.cpp`, used by `Model::set_weight_dtype(Kind::Half)` on
+//! CPU) and releasing a gradient (`csrc/autograd.cpp`, [`tsr_model::autograd::clear_grad`]),
+//! compiled against the headers of the libtorch torch-sys links.
 #![allow(clippy::print_stdout)] // cargo reads build-script instructions from stdout
 
 #[path = "../../build/link-libtorch.rs"]
@@ -12,6 +13,7 @@ use std::path::Path;
 fn main() {
     link_libtorch::link();
     println!("cargo:rerun-if-changed=csrc/fbgemm_fp16.cpp");
+    println!("cargo:rerun-if-changed=csrc/autograd.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB)");
@@ -30,5 +32,6 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/fbgemm_fp16.cpp")
-        .compile("tsr_fbgemm");
+        .file("csrc/autograd.cpp")
+        .compile("tsr_shim");
 }

@@ -62,7 +62,13 @@ fn parse_memory_limit(s: &str) -> Result<u64, String> {
     tsr_model::memory::parse_size(s)
 }
 
+/// mimalloc for Rust's and libtorch's allocations: lower peak memory than glibc's allocator in
+/// training (see `tsr_model::allocator`).
+#[global_allocator]
+static ALLOC: tsr_model::allocator::MiMalloc = tsr_model::allocator::MiMalloc;
+
 fn main() {
+    tsr_model::allocator::configure();
     let cli = Cli::parse();
     logging::init(cli.log.as_deref());
     tsr_model::memory::set_limit(cli.memory_limit);

@@ -46,6 +46,9 @@ use bench_record::{record, Figure, Goal};
 use tsr_dpo::{DpoConfig, VecSink};
 use tsr_model::LoadOptions;
 
+#[global_allocator]
+static ALLOC: tsr_model::allocator::MiMalloc = tsr_model::allocator::MiMalloc;
+
 const WORDS: &[&str] = &[
     "the",
     "model",
@@ -264,6 +267,7 @@ fn result(out: &std::process::Output, what: &str) -> serde_json::Value {
 }
 
 fn main() {
+    tsr_model::allocator::configure();
     if std::env::args().any(|a| a == "--list") {
         println!("dpo_train: bench");
         return;

@@ -10,7 +10,8 @@
 //! θ ← θ - lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + ε)
 //! ```
 //! Gradients are read from the tensors' `.grad()` (accumulated by `backward`), optionally
-//! scaled by a clipping coefficient, and zeroed after the update.
+//! scaled by a clipping coefficient, and released after the update (PyTorch's
+//! `zero_grad(set_to_none=True)`, its default), so they hold no memory between steps.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -147,7 +148,7 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`, gradients scaled by `grad_scale` (the clipping
-    /// coefficient; 1 = none). Zeroes the gradients.
+    /// coefficient; 1 = none). Releases the gradients: the next backward pass starts new ones.
     pub fn step(&mut self, lr: f64, grad_scale: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
@@ -165,22 +166,24 @@ impl AdamW {
             if s.decay && self.weight_decay > 0.0 {
                 let _ = s.var.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
             }
-            // m ← β1·m + (1-β1)·g ;  v ← β2·v + (1-β2)·g²  (g is scaled in place, then zeroed)
+            // m ← β1·m + (1-β1)·g ;  v ← β2·v + (1-β2)·g²  (g is scaled in place)
             let _ = s.m.f_lerp_(&g, 1.0 - self.beta1)?;
             let _ = s.v.f_mul_scalar_(self.beta2)?;
             let _ = g.f_mul_scalar_((1.0 - self.beta2).sqrt())?;
             let _ = s.v.f_addcmul_(&g, &g)?;
             if lr > 0.0 {
                 // θ ← θ - lr/bc1 · m / (√v/√bc2 + ε): one addcdiv, the step folded into the
-                // denominator.
-                let mut denom = s.v.f_sqrt()?;
-                let _ = denom
+                // denominator, which is built in the gradient's own buffer (no longer needed) so
+                // the update allocates nothing.
+                g.f_copy_(&s.v)?;
+                let _ = g
+                    .f_sqrt_()?
                     .f_div_scalar_(bc2.sqrt())?
                     .f_add_scalar_(self.eps)?
                     .f_mul_scalar_(-bc1 / lr)?;
-                let _ = s.var.f_addcdiv_(&s.m, &denom)?;
+                let _ = s.var.f_addcdiv_(&s.m, &g)?;
             }
-            let _ = g.f_zero_()?;
+            tsr_model::autograd::clear_grad(&s.var);
         }
         Ok(())
     }

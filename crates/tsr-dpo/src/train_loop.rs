@@ -181,7 +181,7 @@ impl OptimSettings {
     }
 
     /// Clips the gradients to `max_grad_norm` (given their norm) and takes one AdamW step at
-    /// learning rate `lr`; zeroes the gradients.
+    /// learning rate `lr`; releases the gradients.
     pub fn update(&self, opt: &mut AdamW, lr: f64, grad_norm: f64) -> Result<()> {
         let clip = if self.max_grad_norm > 0.0 {
             (self.max_grad_norm / (grad_norm + 1e-6)).min(1.0)

@@ -9,6 +9,9 @@
 //! from GGUF files; [`load`] accepts a built-in name, a directory or a `.gguf` file. Models save
 //! back to Hugging Face directories that transformers loads ([`Model::save_hf`]).
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
+pub mod autograd;
 pub mod config;
 pub mod dequant;
 pub mod error;

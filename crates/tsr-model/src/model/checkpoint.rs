@@ -218,7 +218,27 @@ impl Model {
             }
             grad = x.grad();
         }
-        if embed_trains {
+        if embed_trains && self.embed.is_leaf() {
+            // The embedding's gradient is the rows' gradients added into the rows of their
+            // tokens. Added in place into the gradient it already has (the LM head's, when the
+            // two are tied) instead of through autograd, which would first build a dense
+            // `[V, H]` gradient of its own: one vocabulary-sized matrix less at the moment the
+            // step holds every other gradient.
+            let _guard = tch::no_grad_guard();
+            let h = *grad.size().last().unwrap_or(&0);
+            let rows = grad.f_reshape([-1, h])?.f_to_kind(self.embed.kind())?;
+            let flat_ids = ids.f_reshape([-1])?;
+            let mut current = self.embed.grad();
+            if current.defined() {
+                let _ = current.f_index_add_(0, &flat_ids, &rows)?;
+            } else {
+                let fresh = self
+                    .embed
+                    .f_zeros_like()?
+                    .f_index_add(0, &flat_ids, &rows)?;
+                crate::autograd::accumulate_grad(&self.embed, fresh)?;
+            }
+        } else if embed_trains {
             let x0 = Tensor::f_embedding(&self.embed, &ids, -1, false, false)?;
             x0.f_mul(&grad)?.f_sum(Kind::Float)?.f_backward()?;
         }
