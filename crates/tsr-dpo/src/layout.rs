@@ -3,7 +3,7 @@
 //! ([`collate_branched`], `share_prompt`). Both give the same log-prob sums up to float rounding.
 
 use tch::{Device, Tensor};
-use tsr_model::Model;
+use tsr_model::{Model, Recompute};
 
 use crate::checkpointing::Hidden;
 use crate::config::PromptSharing;
@@ -79,14 +79,14 @@ impl Collated {
     }
 
     /// The training forward (dropout on), checkpointed or not.
-    pub fn forward(&self, model: &Model, checkpointed: bool) -> Result<Hidden> {
+    pub fn forward(&self, model: &Model, checkpointing: Option<Recompute>) -> Result<Hidden> {
         match &self.input {
-            Input::Padded { ids, mask } => Hidden::padded(model, ids, mask, checkpointed),
+            Input::Padded { ids, mask } => Hidden::padded(model, ids, mask, checkpointing),
             Input::Branched {
                 ids,
                 positions,
                 segments,
-            } => Hidden::segmented(model, ids, positions, segments, true, checkpointed),
+            } => Hidden::segmented(model, ids, positions, segments, true, checkpointing),
         }
     }
 }

@@ -14,8 +14,9 @@
 //! 3. runs **without** an autograd graph ([`ChunkedLogProbs::forward`]). The backward pass
 //!    ([`ChunkedLogProbs::backward`]) takes `∂L/∂logp` per sequence, recomputes each chunk's
 //!    logits and forms its gradients by hand (`g·(onehot - softmax)`, then one matmul for the
-//!    hidden states and one for the LM-head weight), and finally hands the collected gradients
-//!    to autograd in one `backward` call, which carries them through the model.
+//!    hidden states and one for the LM-head weight), adds the weight's straight into its gradient
+//!    (a leaf weight, such as a tied embedding) and hands the hidden states' to autograd in one
+//!    `backward` call, which carries them through the model.
 //!
 //! So the peak extra memory is one chunk's logits (`chunk_tokens × V`), whatever `B` and `T` are,
 //! for one extra LM-head matmul over the completion tokens. [`completion_logps_naive`] is the
@@ -313,7 +314,8 @@ impl ChunkedLogProbs {
         //   lp_t = z_t[y_t] - logsumexp(z_t),  z_t = W h_t
         //   G_t  = g_b(t) · (onehot(y_t) - softmax(z_t))          [n, V]
         //   ∂L/∂h_t = G_t W,   ∂L/∂W = Σ_t G_tᵀ h_t
-        // then handed to autograd once through `Σ hidden·∂L/∂hidden + Σ W·∂L/∂W`.
+        // ∂L/∂W is added into W's gradient (a leaf) or handed to autograd with ∂L/∂hidden in one
+        // backward pass.
         let (grad_h, grad_w) = {
             let _guard = tch::no_grad_guard();
             let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
@@ -349,22 +351,23 @@ impl ChunkedLogProbs {
             }
             (grad_flat, grad_w)
         };
-        let mut surrogate: Option<Tensor> = None;
+        let mut roots = Vec::with_capacity(2);
         if need_h {
             let gh = grad_h.f_to_kind(hidden.kind())?.f_reshape(hidden.size())?;
-            surrogate = Some(hidden.f_mul(&gh)?.f_sum(acc_kind(hidden.kind()))?);
+            roots.push((hidden.shallow_clone(), gh));
         }
         if let Some(gw) = grad_w {
-            let term = weight
-                .f_mul(&gw.f_to_kind(weight.kind())?)?
-                .f_sum(acc_kind(weight.kind()))?;
-            surrogate = Some(match surrogate {
-                Some(s) => s.f_add(&term)?,
-                None => term,
-            });
+            let gw = gw.f_to_kind(weight.kind())?;
+            if weight.is_leaf() {
+                // No product and no second [V, H] buffer: the gradient itself (or an in-place add).
+                tsr_model::autograd::accumulate_grad(weight, gw)?;
+            } else {
+                roots.push((weight.shallow_clone(), gw));
+            }
         }
-        if let Some(s) = surrogate {
-            s.f_backward()?;
+        if !roots.is_empty() {
+            let (r, g): (Vec<&Tensor>, Vec<&Tensor>) = roots.iter().map(|(r, g)| (r, g)).unzip();
+            tsr_model::autograd::backward(&r, &g)?;
         }
         Ok(())
     }

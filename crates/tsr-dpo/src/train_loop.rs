@@ -335,11 +335,11 @@ pub(crate) fn step_memory(
     rows: usize,
     tokens: usize,
     logit_tokens: usize,
-    checkpointed: bool,
+    checkpointing: Option<tsr_model::Recompute>,
 ) -> tsr_model::memory::Estimate {
     match lora {
         None => {
-            tsr_model::memory::training(model.config(), rows, tokens, logit_tokens, checkpointed)
+            tsr_model::memory::training(model.config(), rows, tokens, logit_tokens, checkpointing)
         }
         Some(l) => tsr_model::memory::lora_training(
             model.config(),
@@ -347,7 +347,7 @@ pub(crate) fn step_memory(
             rows,
             tokens,
             logit_tokens,
-            checkpointed,
+            checkpointing,
             model.kind().elt_size_in_bytes(),
         ),
     }

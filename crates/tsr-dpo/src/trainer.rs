@@ -102,7 +102,7 @@ pub fn check_memory(model: &Model, cfg: &TrainConfig, pairs: &[TokenizedPair]) -
     let c = cfg.get();
     let longest = pairs.iter().map(TokenizedPair::max_len).max().unwrap_or(0);
     let rows = 2 * c.batch_size.min(pairs.len());
-    let checkpointed = c.gradient_checkpointing.enabled_for(model);
+    let checkpointed = c.gradient_checkpointing.recompute_for(model);
     crate::train_loop::step_memory(
         model,
         c.lora.as_ref(),
@@ -216,7 +216,7 @@ impl<'m> Trainer<'m> {
         let device = self.model.device();
         let logprobs = *self.cfg.logprobs();
         let loss_params = *self.cfg.loss();
-        let checkpointed = c.gradient_checkpointing.enabled_for(self.model);
+        let checkpointed = c.gradient_checkpointing.recompute_for(self.model);
         let share = c
             .share_prompt
             .enabled_for(self.model, c.dropout, c.max_length);

@@ -1,9 +1,25 @@
-// Autograd state tch does not reach: a leaf tensor's accumulated gradient, which PyTorch code
-// sets with `param.grad = ...` and releases with `zero_grad(set_to_none=True)`. Tensors cross
-// the boundary as tch's `at::Tensor*`; the Rust side checks shapes, kinds and devices first.
+// Autograd entry points tch does not reach: a leaf tensor's accumulated gradient, which PyTorch
+// code sets with `param.grad = ...` and releases with `zero_grad(set_to_none=True)`, and a
+// backward pass from several roots with given gradients (`torch.autograd.backward(tensors,
+// grad_tensors)`). Tensors cross the boundary as tch's `at::Tensor*`; the Rust side checks shapes,
+// kinds and devices first.
 #include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/autograd.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <vector>
+
+namespace {
+
+char* copy_message(const char* message) {
+  char* out = static_cast<char*>(std::malloc(std::strlen(message) + 1));
+  if (out != nullptr) std::strcpy(out, message);
+  return out;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -30,5 +46,29 @@ int tsr_accumulate_grad(const at::Tensor* param, const at::Tensor* grad) {
     return 1;
   }
 }
+
+// Back-propagates `grads[i]` (the gradient of some loss with respect to `roots[i]`) from all `n`
+// roots in one pass, accumulating into the leaves' gradients and freeing the graph. Returns null,
+// or an error message owned by the caller (release it with tsr_autograd_free_message).
+char* tsr_backward(const at::Tensor* const* roots, const at::Tensor* const* grads, size_t n) {
+  try {
+    std::vector<at::Tensor> r;
+    std::vector<at::Tensor> g;
+    r.reserve(n);
+    g.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      r.push_back(*roots[i]);
+      g.push_back(*grads[i]);
+    }
+    torch::autograd::backward(r, g, /*retain_graph=*/false, /*create_graph=*/false);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return copy_message(e.what());
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+void tsr_autograd_free_message(char* message) { std::free(message); }
 
 }  // extern "C"

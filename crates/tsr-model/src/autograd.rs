@@ -1,9 +1,11 @@
-//! Gradient slots that tch does not expose, reached through the C++ shim in `csrc/autograd.cpp`:
-//! releasing a parameter's gradient between optimizer steps, and adding a gradient formed by hand
-//! straight into it, without building an autograd graph whose only job is to deliver it.
+//! Autograd entry points that tch does not expose, reached through the C++ shim in
+//! `csrc/autograd.cpp`: releasing a parameter's gradient between optimizer steps, adding a
+//! gradient formed by hand straight into it, and a backward pass from several tensors with given
+//! gradients ([`backward`]), none of which needs a surrogate graph whose only job is to deliver a
+//! gradient.
 #![allow(unsafe_code)]
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int, CStr};
 
 use tch::Tensor;
 use torch_sys::C_tensor;
@@ -13,6 +15,58 @@ use crate::error::ModelError;
 extern "C" {
     fn tsr_clear_grad(tensor: *const C_tensor);
     fn tsr_accumulate_grad(param: *const C_tensor, grad: *const C_tensor) -> c_int;
+    fn tsr_backward(
+        roots: *const *const C_tensor,
+        grads: *const *const C_tensor,
+        n: usize,
+    ) -> *mut c_char;
+    fn tsr_autograd_free_message(message: *mut c_char);
+}
+
+/// Back-propagates from each of `roots` the gradient of the same index in `grads` (`∂L/∂root`)
+/// in one pass, as PyTorch's `torch.autograd.backward(roots, grads)`: the leaves' gradients
+/// accumulate and the graph is freed. The same as `Σ_i (roots[i] · grads[i]).sum().backward()`
+/// without building those products. Each gradient must match its root in shape, kind and device.
+pub fn backward(roots: &[&Tensor], grads: &[&Tensor]) -> Result<(), ModelError> {
+    if roots.len() != grads.len() {
+        return Err(ModelError::input(format!(
+            "backward: {} roots and {} gradients",
+            roots.len(),
+            grads.len()
+        )));
+    }
+    for (r, g) in roots.iter().zip(grads) {
+        if !r.requires_grad() {
+            return Err(ModelError::input(
+                "backward: a root does not require grad (it is not part of a graph)",
+            ));
+        }
+        if r.size() != g.size() || r.kind() != g.kind() || r.device() != g.device() {
+            return Err(ModelError::input(format!(
+                "backward: gradient {:?} {:?} on {:?} for a root {:?} {:?} on {:?}",
+                g.size(),
+                g.kind(),
+                g.device(),
+                r.size(),
+                r.kind(),
+                r.device()
+            )));
+        }
+    }
+    let r: Vec<*const C_tensor> = roots.iter().map(|t| t.as_ptr()).collect();
+    let g: Vec<*const C_tensor> = grads.iter().map(|t| t.as_ptr()).collect();
+    // SAFETY: every pointer is tch's live `at::Tensor*`, borrowed for the length of the call; the
+    // shim catches every C++ exception and returns its message, which it allocated and we free.
+    let message = unsafe { tsr_backward(r.as_ptr(), g.as_ptr(), r.len()) };
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null message is a NUL-terminated string the shim allocated; freed once here.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { tsr_autograd_free_message(message) };
+    Err(ModelError::input(format!("backward: {text}")))
 }
 
 /// Releases `tensor`'s accumulated gradient (PyTorch's `zero_grad(set_to_none=True)`): its memory
@@ -94,6 +148,45 @@ mod tests {
         accumulate_grad(&w, by_hand).unwrap();
         assert_eq!(grad_of(&w), [4.0, 6.0, 8.0]);
         assert!(!w.grad().requires_grad());
+    }
+
+    #[test]
+    fn backward_from_several_roots_equals_the_summed_surrogate() {
+        tch::manual_seed(3);
+        let opts = (Kind::Double, Device::Cpu);
+        let w = Tensor::randn([4, 3], opts).set_requires_grad(true);
+        let x = Tensor::randn([5, 4], opts);
+        let a = x.matmul(&w); // [5, 3]
+        let b = a.tanh(); // [5, 3], shares a's graph
+        let ga = Tensor::randn([5, 3], opts);
+        let gb = Tensor::randn([5, 3], opts);
+        backward(&[&a, &b], &[&ga, &gb]).unwrap();
+        let ours = w.grad().copy();
+        clear_grad(&w);
+        let a = x.matmul(&w);
+        let b = a.tanh();
+        ((&a * &ga).sum(Kind::Double) + (&b * &gb).sum(Kind::Double)).backward();
+        let diff = (ours - w.grad()).abs().max().double_value(&[]);
+        assert!(diff < 1e-12, "{diff}");
+    }
+
+    #[test]
+    fn backward_refuses_mismatched_gradients_and_roots_without_a_graph() {
+        let w = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let y = &w * 2.0;
+        let wrong = Tensor::ones([4], (Kind::Float, Device::Cpu));
+        assert!(backward(&[&y], &[&wrong]).is_err());
+        assert!(backward(&[&y], &[]).is_err());
+        let plain = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        assert!(backward(&[&plain], &[&plain]).is_err());
+        // A graph freed by one backward pass cannot be walked again (`w * w` saved its inputs):
+        // libtorch's error comes back.
+        let sq = &w * &w;
+        let g = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        backward(&[&sq], &[&g]).unwrap();
+        let e = backward(&[&sq], &[&g]).unwrap_err();
+        assert!(e.to_string().contains("second time"), "{e}");
+        assert_eq!(Vec::<f32>::try_from(w.grad()).unwrap(), [2.0; 3]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod tokenizer;
 pub use config::{ModelConfig, RopeConfig, RopeScaling, TokenIds};
 pub use error::{error_chain, ModelError};
 pub use kv_cache::KvCache;
-pub use model::{Checkpoint, LoadOptions, LoraConfig, Model, LORA_TARGETS};
+pub use model::{Checkpoint, LoadOptions, LoraConfig, Model, Recompute, LORA_TARGETS};
 pub use tch::{Device, Kind, Tensor};
 
 // The loading/tokenizer half of the crate (see the API contract): `ChatTokenizer`,

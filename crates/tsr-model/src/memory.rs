@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::ModelConfig;
+use crate::model::Recompute;
 
 /// 0 = not set (use the machine's available memory).
 static LIMIT: AtomicU64 = AtomicU64::new(0);
@@ -241,27 +242,31 @@ pub fn generation(
 /// with an Adam state (weights, gradients, two moments), the activations the backward pass
 /// keeps (per layer and token: the residual stream, the attention input and output and the
 /// three MLP projections), and the logits of `logit_tokens` positions at a time (the log-prob
-/// chunk) with their gradient. With activation checkpointing (`checkpointed`,
-/// [`crate::Model::hidden_states_checkpointed`]) the backward pass keeps each layer's input and
-/// one layer's activations at a time instead.
+/// chunk) with their gradient. With activation checkpointing (`checkpointing`,
+/// [`crate::Model::hidden_states_checkpointed`]) the backward pass keeps each layer's input (and
+/// with [`Recompute::Attention`] the MLP's gate and up products) and one layer's activations at a
+/// time instead.
 pub fn training(
     cfg: &ModelConfig,
     rows: usize,
     tokens: usize,
     logit_tokens: usize,
-    checkpointed: bool,
+    checkpointing: Option<Recompute>,
 ) -> Estimate {
     let per_token_layer = (4 * cfg.hidden_size + 3 * cfg.intermediate_size) as u64 * 4;
     let positions = mul(&[rows, tokens]);
-    let activations = if checkpointed {
+    let kept = |values_per_layer: usize| {
         positions.saturating_mul(
-            (cfg.num_hidden_layers as u64 * cfg.hidden_size as u64 * 4)
+            (cfg.num_hidden_layers as u64 * values_per_layer as u64 * 4)
                 .saturating_add(per_token_layer),
         )
-    } else {
-        positions
+    };
+    let activations = match checkpointing {
+        Some(Recompute::Layers) => kept(cfg.hidden_size),
+        Some(Recompute::Attention) => kept(cfg.hidden_size + 2 * cfg.intermediate_size),
+        None => positions
             .saturating_mul(cfg.num_hidden_layers as u64)
-            .saturating_mul(per_token_layer)
+            .saturating_mul(per_token_layer),
     };
     Estimate::new(format!(
         "a training step on {rows} sequences of up to {tokens} tokens"
@@ -308,10 +313,10 @@ pub fn lora_training(
     rows: usize,
     tokens: usize,
     logit_tokens: usize,
-    checkpointed: bool,
+    checkpointing: Option<Recompute>,
     elem: usize,
 ) -> Estimate {
-    let full = training(cfg, rows, tokens, logit_tokens, checkpointed);
+    let full = training(cfg, rows, tokens, logit_tokens, checkpointing);
     let scale = |b: u64| b / 4 * elem as u64;
     let part = |name: &str| {
         full.parts
@@ -376,13 +381,13 @@ mod tests {
         // q: 16 * (4096 + 4096), v: 16 * (4096 + 1024), 32 layers.
         assert_eq!(lora_parameters(&cfg, &only_qv), 32 * 16 * (8192 + 5120));
         // One DPO pair (2 sequences) of 1024 tokens in bf16 with activation checkpointing.
-        let step = lora_training(&cfg, &lora, 2, 1024, 1024, true, 2);
+        let step = lora_training(&cfg, &lora, 2, 1024, 1024, Some(Recompute::Layers), 2);
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let part = |n: &str| step.parts.iter().find(|(p, _)| p == n).unwrap().1;
         assert!((gib(part("frozen weights")) - 14.96).abs() < 0.01);
         assert!((gib(part("adapters + gradients + Adam state")) - 0.625).abs() < 0.001);
         assert!(gib(step.bytes()) < 20.0, "{:.2} GiB", gib(step.bytes()));
-        let full = training(&cfg, 2, 1024, 1024, true);
+        let full = training(&cfg, 2, 1024, 1024, Some(Recompute::Layers));
         assert!(
             step.bytes() * 5 < full.bytes(),
             "LoRA in bf16 needs far less than full f32"
@@ -430,7 +435,7 @@ mod tests {
         assert!(err.contains("8.0 GiB"), "{err}");
         assert!(err.contains("lower --max-batch"), "{err}");
         // Absurd shapes saturate instead of wrapping to a small number.
-        let absurd = training(&c, usize::MAX, usize::MAX, 1024, false);
+        let absurd = training(&c, usize::MAX, usize::MAX, 1024, None);
         assert_eq!(absurd.bytes(), u64::MAX);
     }
 

@@ -26,7 +26,7 @@ mod lora;
 mod rope;
 
 pub use build::{parameter_shapes, LoadOptions};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, Recompute};
 pub use lora::{LoraConfig, LORA_TARGETS};
 
 struct Linear {

@@ -67,6 +67,9 @@ def main():
     checkpointing = s.get("gradient_checkpointing", "auto")
     if checkpointing == "auto":
         checkpointing = "on" if model.num_parameters() >= 1_000_000_000 else "off"
+    if checkpointing == "selective":
+        notes.append("gradient_checkpointing selective: transformers recomputes whole layers (as tsr's \"on\")")
+        checkpointing = "on"
     loss = s.get("loss_type", "sigmoid")
     sft_weight = float(s.get("sft_weight", 0.0))
     for key in ("logprob_chunk_tokens", "bucket_window", "ref_batch_size", "checkpoint_every", "truncation"):

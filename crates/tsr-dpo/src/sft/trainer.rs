@@ -178,7 +178,7 @@ impl<'m> SftTrainer<'m> {
                 c.batch_size.min(rows.len()),
                 longest,
                 c.logprob_chunk_tokens,
-                c.gradient_checkpointing.enabled_for(model),
+                c.gradient_checkpointing.recompute_for(model),
             )
             .check("lower batch_size (raise gradient_accumulation_steps to keep the effective batch) or max_length")?;
         }
@@ -266,7 +266,7 @@ impl<'m> SftTrainer<'m> {
         let started = Instant::now();
         let c = self.cfg.get().clone();
         let logprobs: ChunkedLogProbs = *self.cfg.logprobs();
-        let checkpointed = c.gradient_checkpointing.enabled_for(self.model);
+        let checkpointed = c.gradient_checkpointing.recompute_for(self.model);
         let micros = self.plan.micro_range(self.step);
         let step_no = self.step + 1;
         let device = self.model.device();

@@ -86,7 +86,7 @@ fn lora_sft_lowers_the_loss_and_refuses_frozen_layers() {
     let cfg = SftConfig {
         learning_rate: 5e-2,
         batch_size: 4,
-        max_steps: Some(10),
+        max_steps: Some(20),
         dropout: 0.0,
         lora: Some(lora()),
         ..SftConfig::default()

@@ -289,18 +289,26 @@ fn checkpointed_sft_equals_plain_sft_packed_or_frozen() {
             (s, weights(&m))
         };
         let (plain, wp) = run(tsr_dpo::GradientCheckpointing::Off);
-        let (ck, wc) = run(tsr_dpo::GradientCheckpointing::On);
-        for (a, b) in plain.0.iter().zip(&ck.0) {
-            assert!(
-                (a.loss - b.loss).abs() <= 1e-6,
-                "{packing} {last:?}: {} vs {}",
-                a.loss,
-                b.loss
-            );
-        }
-        for ((name, a), (_, b)) in wp.iter().zip(&wc) {
-            let d = (a - b).abs().max().double_value(&[]);
-            assert!(d <= 1e-5, "{packing} {last:?}: {name} differs by {d:e}");
+        for mode in [
+            tsr_dpo::GradientCheckpointing::On,
+            tsr_dpo::GradientCheckpointing::Selective,
+        ] {
+            let (ck, wc) = run(mode);
+            for (a, b) in plain.0.iter().zip(&ck.0) {
+                assert!(
+                    (a.loss - b.loss).abs() <= 1e-6,
+                    "{mode:?} {packing} {last:?}: {} vs {}",
+                    a.loss,
+                    b.loss
+                );
+            }
+            for ((name, a), (_, b)) in wp.iter().zip(&wc) {
+                let d = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    d <= 1e-5,
+                    "{mode:?} {packing} {last:?}: {name} differs by {d:e}"
+                );
+            }
         }
     }
 }

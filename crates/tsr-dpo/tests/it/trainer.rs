@@ -410,18 +410,29 @@ fn checkpointed_training_equals_plain_training() {
         )
     };
     let (plain, wp) = run(tsr_dpo::GradientCheckpointing::Off);
-    let (ck, wc) = run(tsr_dpo::GradientCheckpointing::On);
+    // Whole layers recomputed, and selectively (the MLP's products kept, attention recomputed).
+    for mode in [
+        tsr_dpo::GradientCheckpointing::On,
+        tsr_dpo::GradientCheckpointing::Selective,
+    ] {
+        let (ck, wc) = run(mode);
+        assert_eq!(plain.0.len(), 4);
+        for (a, b) in plain.0.iter().zip(&ck.0) {
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-6,
+                "{mode:?}: {} vs {}",
+                a.loss,
+                b.loss
+            );
+            assert!((a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm.max(1.0));
+        }
+        for ((name, a), (_, b)) in wp.iter().zip(&wc) {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d <= 1e-5, "{mode:?}: {name} differs by {d:e}");
+        }
+    }
     // `auto` is off for a model this small.
     let (auto, wa) = run(tsr_dpo::GradientCheckpointing::Auto);
-    assert_eq!(plain.0.len(), 4);
-    for (a, b) in plain.0.iter().zip(&ck.0) {
-        assert!((a.loss - b.loss).abs() <= 1e-6, "{} vs {}", a.loss, b.loss);
-        assert!((a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm.max(1.0));
-    }
-    for ((name, a), (_, b)) in wp.iter().zip(&wc) {
-        let d = (a - b).abs().max().double_value(&[]);
-        assert!(d <= 1e-5, "{name} differs by {d:e}");
-    }
     assert_eq!(
         plain.0.iter().map(|m| m.loss).collect::<Vec<_>>(),
         auto.0.iter().map(|m| m.loss).collect::<Vec<_>>()
@@ -487,7 +498,7 @@ fn shared_prompt_training_equals_padded_training() {
     use tsr_dpo::GradientCheckpointing as Ck;
     use tsr_dpo::PromptSharing as Share;
     let (padded, wp) = run(Share::Off, Ck::Off);
-    for ck in [Ck::Off, Ck::On] {
+    for ck in [Ck::Off, Ck::On, Ck::Selective] {
         let (shared, ws) = run(Share::On, ck);
         assert_eq!(padded.0.len(), shared.0.len());
         for (a, b) in padded.0.iter().zip(&shared.0) {

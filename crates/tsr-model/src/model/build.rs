@@ -127,11 +127,18 @@ impl Model {
     }
 
     /// A model with random weights (normal, std 0.02; norms 1; biases 0), for tests and
-    /// benchmarks. Same seed, same weights (on CPU).
+    /// benchmarks. Same seed, same weights: they are drawn by a ChaCha8 generator of their own
+    /// (tensor by tensor in name order), not libtorch's global one, so draws elsewhere in the
+    /// process (another test thread, dropout) cannot change them.
     pub fn random(config: ModelConfig, seed: u64, opts: &LoadOptions) -> Result<Model, ModelError> {
+        use rand::SeedableRng;
+        use rand_distr::Distribution;
         config.validate()?;
-        tch::manual_seed(seed as i64);
-        let tensors = parameter_shapes(&config)
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let normal = rand_distr::Normal::new(0.0f32, 0.02).expect("a valid std");
+        let mut shapes = parameter_shapes(&config);
+        shapes.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors = shapes
             .into_iter()
             .map(|(name, shape)| {
                 let t = if name.ends_with("norm.weight") {
@@ -139,7 +146,9 @@ impl Model {
                 } else if name.ends_with(".bias") {
                     Tensor::zeros(&shape, (Kind::Float, Device::Cpu))
                 } else {
-                    Tensor::randn(&shape, (Kind::Float, Device::Cpu)) * 0.02
+                    let n: i64 = shape.iter().product();
+                    let values: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+                    Tensor::from_slice(&values).reshape(&shape)
                 };
                 (name, t)
             })

@@ -154,11 +154,7 @@ impl Model {
         dropout: f64,
     ) -> Result<Tensor, ModelError> {
         let layer = &self.layers[i];
-        let h = rms_norm(x, &layer.input_norm, self.config.rms_norm_eps);
-        let mask = masks.for_layer(layer.window);
-        let a = self.attention(i, layer, &h, cos, sin, mask, cache, dropout)?;
-        // `x + a`, a new tensor: adding in place would overwrite a tensor autograd saved.
-        let x = x + a;
+        let x = self.attention_block(i, x, cos, sin, masks, cache, dropout)?;
         let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps);
         let act = match layer.fused_for(&h) {
             Some(f) => {
@@ -169,6 +165,26 @@ impl Model {
             None => layer.gate.forward(&h).silu() * layer.up.forward(&h),
         };
         Ok(x + layer.down.forward(&act))
+    }
+
+    /// The first half of decoder layer `i`: `x + attention(norm(x))`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        masks: &Masks,
+        cache: Option<&mut KvCache>,
+        dropout: f64,
+    ) -> Result<Tensor, ModelError> {
+        let layer = &self.layers[i];
+        let h = rms_norm(x, &layer.input_norm, self.config.rms_norm_eps);
+        let mask = masks.for_layer(layer.window);
+        let a = self.attention(i, layer, &h, cos, sin, mask, cache, dropout)?;
+        // `x + a`, a new tensor: adding in place would overwrite a tensor autograd saved.
+        Ok(x + a)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -120,6 +120,11 @@ impl Adapter {
     pub(super) fn trains(&self) -> bool {
         self.a.requires_grad() || self.b.requires_grad()
     }
+
+    /// The adapter's two matrices.
+    pub(super) fn tensors(&self) -> [&Tensor; 2] {
+        [&self.a, &self.b]
+    }
 }
 
 impl Model {
