@@ -13,8 +13,8 @@
 //!    f64 (a sum over thousands of tokens loses digits in f32; the per-token values are f32);
 //! 3. runs **without** an autograd graph ([`ChunkedLogProbs::forward`]). The backward pass
 //!    ([`ChunkedLogProbs::backward`]) takes `∂L/∂logp` per sequence, recomputes each chunk's
-//!    logits and forms its gradients by hand (`g·(onehot - softmax)`, then one matmul for the
-//!    hidden states and one for the LM-head weight), adds the weight's straight into its gradient
+//!    logits and forms its gradients by hand (from `g·(onehot - softmax)`: one matmul for the
+//!    hidden states and one for the LM-head weight, the one-hot part added on the `[n, H]` side), adds the weight's straight into its gradient
 //!    (a leaf weight, such as a tied embedding) and hands the hidden states' to autograd in one
 //!    `backward` call, which carries them through the model.
 //!
@@ -312,8 +312,8 @@ impl ChunkedLogProbs {
         }
         // Gradients are formed by hand per chunk (no autograd graph at all):
         //   lp_t = z_t[y_t] - logsumexp(z_t),  z_t = W h_t
-        //   G_t  = g_b(t) · (onehot(y_t) - softmax(z_t))          [n, V]
-        //   ∂L/∂h_t = G_t W,   ∂L/∂W = Σ_t G_tᵀ h_t
+        //   G_t  = g_b(t) · (onehot(y_t) - softmax(z_t))          [n, V], never formed:
+        //   ∂L/∂h_t = G_t W = g_b(t)·(W[y_t] - P_t W),   ∂L/∂W = Σ_t G_tᵀ h_t
         // ∂L/∂W is added into W's gradient (a leaf) or handed to autograd with ∂L/∂hidden in one
         // backward pass.
         let (grad_h, grad_w) = {
@@ -334,19 +334,27 @@ impl ChunkedLogProbs {
                 let idx = pos.positions.f_narrow(0, start, len)?;
                 let targets = pos.targets.f_narrow(0, start, len)?.f_unsqueeze(1)?;
                 let h = flat.f_index_select(0, &idx)?;
-                let mut logits = h.f_matmul(&w.f_tr()?)?.f_to_kind(acc)?;
-                let lse = logits.f_logsumexp([1], true)?;
+                let mut probs = h.f_matmul(&w.f_tr()?)?.f_to_kind(acc)?;
+                let lse = probs.f_logsumexp([1], true)?;
                 let g = grad_logps
                     .f_index_select(0, &pos.rows.f_narrow(0, start, len)?)?
                     .f_unsqueeze(1)?;
-                // logits becomes G in place: -g·softmax, then +g at the target.
-                let _ = logits.f_sub_(&lse)?.f_exp_()?.f_mul_(&g.f_neg()?)?;
-                let _ = logits.f_scatter_add_(1, &targets, &g)?;
+                // The logits become the softmax P in place (two passes over [n, V]); the one-hot
+                // part of G = g·(onehot - P) is applied to the [n, H] side, never to [n, V]:
+                //   ∂L/∂h = g·(W[y] - P W),   ∂L/∂W = scatter_y(g·h) - Pᵀ (g·h).
+                let _ = probs.f_sub_(&lse)?.f_exp_()?;
+                let targets = targets.f_squeeze_dim(1)?;
                 if need_h {
-                    grad_flat = grad_flat.f_index_add(0, &idx, &logits.f_matmul(&w_acc)?)?;
+                    let dh = w_acc
+                        .f_index_select(0, &targets)?
+                        .f_sub_(&probs.f_matmul(&w_acc)?)?
+                        .f_mul_(&g)?;
+                    let _ = grad_flat.f_index_add_(0, &idx, &dh)?;
                 }
                 if let Some(gw) = grad_w.as_mut() {
-                    let _ = gw.f_addmm_(&logits.f_tr()?, &h.f_to_kind(acc)?)?;
+                    let mut gh = h.f_to_kind(acc)?.f_mul(&g)?;
+                    let _ = gw.f_index_add_(0, &targets, &gh)?;
+                    let _ = gw.f_addmm_(&probs.f_tr()?, &gh.f_neg_()?)?;
                 }
             }
             (grad_flat, grad_w)
