@@ -1,7 +1,9 @@
 """Can libtorch's weight formats speed up CPU decoding here? Times the matrix-vector products of
 one SmolLM2-135M decode step (30 layers of q, k, v, o, gate, up, down and the 49,152 x 576 LM
-head; batch 1) with the weights in f32 (F.linear), bf16 (F.linear on bf16 tensors), fp16
-packed for FBGEMM (torch.fbgemm_linear_fp16_weight_fp32_activation on f32 activations: what
+head; batch 1) with the weights in f32 (F.linear), bf16 (F.linear on bf16 tensors), bf16 packed
+for oneDNN (torch.ops.mkldnn._reorder_linear_weight once, then torch.ops.mkldnn._linear_pointwise:
+what tsr's `set_weight_dtype(Kind::BFloat16)` calls on a CPU with native bf16 through its C++
+shim), fp16 packed for FBGEMM (torch.fbgemm_linear_fp16_weight_fp32_activation on f32 activations: what
 tsr's `set_weight_dtype(Kind::Half)` calls on CPU through its C++ shim) and int8 weight-only
 (torch._weight_int8pack_mm, per-output-channel scales: the kernel an int8 format in tsr would
 call through tch's `internal_weight_int8pack_mm`).
@@ -39,6 +41,7 @@ def main():
         s = w.abs().amax(1) / 127
         int8.append((torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8), s))
     bf16 = [w.bfloat16() for w in weights]
+    bf16_packed = [torch.ops.mkldnn._reorder_linear_weight(w) for w in bf16]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "deprecated and will be removed in a future release"
         fp16 = [torch.fbgemm_pack_gemm_matrix_fp16(w) for w in weights]
@@ -51,6 +54,10 @@ def main():
     def step_bf16():
         for w in bf16:
             torch.nn.functional.linear(xs_bf16[w.shape[1]], w)
+
+    def step_bf16_packed():
+        for w, p in zip(bf16, bf16_packed):
+            torch.ops.mkldnn._linear_pointwise(xs_bf16[w.shape[1]], p, None, "none", [], "")
 
     def step_fp16():
         with warnings.catch_warnings():
@@ -75,6 +82,7 @@ def main():
     formats = [
         ("f32", step_f32),
         ("bf16", step_bf16),
+        ("bf16 oneDNN packed", step_bf16_packed),
         ("fp16 FBGEMM", step_fp16),
         ("int8 weight-only", step_int8),
     ]

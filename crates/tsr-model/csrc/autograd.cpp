@@ -6,20 +6,9 @@
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <exception>
 #include <vector>
 
-namespace {
-
-char* copy_message(const char* message) {
-  char* out = static_cast<char*>(std::malloc(std::strlen(message) + 1));
-  if (out != nullptr) std::strcpy(out, message);
-  return out;
-}
-
-}  // namespace
+#include "shim.h"
 
 extern "C" {
 
@@ -48,10 +37,10 @@ int tsr_accumulate_grad(const at::Tensor* param, const at::Tensor* grad) {
 }
 
 // Back-propagates `grads[i]` (the gradient of some loss with respect to `roots[i]`) from all `n`
-// roots in one pass, accumulating into the leaves' gradients and freeing the graph. Returns null,
-// or an error message owned by the caller (release it with tsr_autograd_free_message).
+// roots in one pass, accumulating into the leaves' gradients and freeing the graph. Returns null
+// or an error message (shim.h).
 char* tsr_backward(const at::Tensor* const* roots, const at::Tensor* const* grads, size_t n) {
-  try {
+  return tsr_shim::guarded([&] {
     std::vector<at::Tensor> r;
     std::vector<at::Tensor> g;
     r.reserve(n);
@@ -61,14 +50,7 @@ char* tsr_backward(const at::Tensor* const* roots, const at::Tensor* const* grad
       g.push_back(*grads[i]);
     }
     torch::autograd::backward(r, g, /*retain_graph=*/false, /*create_graph=*/false);
-    return nullptr;
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception");
-  }
+  });
 }
-
-void tsr_autograd_free_message(char* message) { std::free(message); }
 
 }  // extern "C"

@@ -5,7 +5,7 @@
 //! gradient.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
 use tch::Tensor;
 use torch_sys::C_tensor;
@@ -20,7 +20,6 @@ extern "C" {
         grads: *const *const C_tensor,
         n: usize,
     ) -> *mut c_char;
-    fn tsr_autograd_free_message(message: *mut c_char);
 }
 
 /// Back-propagates from each of `roots` the gradient of the same index in `grads` (`∂L/∂root`)
@@ -56,17 +55,9 @@ pub fn backward(roots: &[&Tensor], grads: &[&Tensor]) -> Result<(), ModelError> 
     let r: Vec<*const C_tensor> = roots.iter().map(|t| t.as_ptr()).collect();
     let g: Vec<*const C_tensor> = grads.iter().map(|t| t.as_ptr()).collect();
     // SAFETY: every pointer is tch's live `at::Tensor*`, borrowed for the length of the call; the
-    // shim catches every C++ exception and returns its message, which it allocated and we free.
+    // shim catches every C++ exception and returns its message.
     let message = unsafe { tsr_backward(r.as_ptr(), g.as_ptr(), r.len()) };
-    if message.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null message is a NUL-terminated string the shim allocated; freed once here.
-    let text = unsafe { CStr::from_ptr(message) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { tsr_autograd_free_message(message) };
-    Err(ModelError::input(format!("backward: {text}")))
+    crate::shim::check(message).map_err(|e| ModelError::input(format!("backward: {e}")))
 }
 
 /// Releases `tensor`'s accumulated gradient (PyTorch's `zero_grad(set_to_none=True)`): its memory

@@ -25,6 +25,7 @@ pub mod load;
 pub mod memory;
 pub mod model;
 pub mod peft;
+mod shim;
 pub mod tokenizer;
 
 pub use config::{ModelConfig, RopeConfig, RopeScaling, TokenIds};

@@ -23,6 +23,7 @@ mod fbgemm;
 mod forward;
 mod inputs;
 mod lora;
+mod mkldnn;
 mod rope;
 
 pub use build::{parameter_shapes, LoadOptions};
@@ -50,7 +51,7 @@ struct Linear {
 fn reduced_max_rows(format: &Format) -> i64 {
     match format {
         Format::Cast(w) if w.kind() == Kind::BFloat16 && !native_bf16() => 4,
-        Format::Cast(_) | Format::PackedF16(_) => 16,
+        Format::Cast(_) | Format::PackedF16(_) | Format::PackedBf16(_) => 16,
     }
 }
 
@@ -88,15 +89,19 @@ enum Format {
     /// fp16 in FBGEMM's packed layout (f16 weights of an f32 CPU model): the product runs on
     /// the f32 activations.
     PackedF16(fbgemm::PackedF16),
+    /// bf16 in oneDNN's packed layout (bf16 weights of an f32 model on a CPU with native bf16):
+    /// the same product as `Cast`, without reordering the weight at every call.
+    PackedBf16(mkldnn::PackedBf16),
 }
 
 impl ReducedWeight {
-    /// `w` in `kind`, packed for FBGEMM when `packed`.
+    /// `w` in `kind`, packed for the CPU kernels of that kind when `packed` (FBGEMM for f16,
+    /// oneDNN for bf16).
     fn new(w: &Tensor, kind: Kind, packed: bool) -> Result<ReducedWeight, crate::ModelError> {
-        let format = if packed {
-            Format::PackedF16(fbgemm::PackedF16::pack(w)?)
-        } else {
-            Format::Cast(w.to_kind(kind))
+        let format = match (packed, kind) {
+            (true, Kind::Half) => Format::PackedF16(fbgemm::PackedF16::pack(w)?),
+            (true, Kind::BFloat16) => Format::PackedBf16(mkldnn::PackedBf16::pack(w)?),
+            _ => Format::Cast(w.to_kind(kind)),
         };
         Ok(ReducedWeight {
             max_rows: reduced_max_rows(&format),
@@ -125,6 +130,13 @@ impl ReducedWeight {
                 }
             }
             Format::PackedF16(w) => w.forward(x, b),
+            Format::PackedBf16(w) => {
+                let y = w.forward(x);
+                match b {
+                    Some(b) => y + b,
+                    None => y,
+                }
+            }
         }
     }
 }
@@ -339,7 +351,7 @@ impl Model {
     /// (prefills) keep the model's weights. f16 copies of an f32 CPU model are packed for
     /// libtorch's FBGEMM fp16 kernels, which multiply them with the f32 activations: on x86 the
     /// closest to f32 and the fastest format at one to a few rows; bf16 copies multiply
-    /// bf16-rounded activations. Activations, norms, embeddings and the KV cache stay in the
+    /// bf16-rounded activations, packed for oneDNN's kernels on a CPU with native bf16. Activations, norms, embeddings and the KV cache stay in the
     /// model's dtype. Products whose input takes a gradient (training) always use the model's
     /// own weights. Memory grows by the copies (half the weights' size). `kind` equal to the
     /// model's dtype does nothing.
@@ -358,12 +370,15 @@ impl Model {
                     .into(),
             ));
         }
-        // f16 for an f32 model on the CPU: FBGEMM's packed fp16 products where libtorch has
-        // them (x86), plain f16 products elsewhere.
-        let packed = kind == Kind::Half
-            && self.kind == Kind::Float
-            && self.device() == Device::Cpu
-            && fbgemm::available();
+        // For an f32 model on the CPU: f16 as FBGEMM's packed fp16 products where libtorch has
+        // them (x86), plain f16 products elsewhere; bf16 as oneDNN's packed products on a CPU
+        // with native bf16, plain bf16 products elsewhere.
+        let cpu_f32 = self.kind == Kind::Float && self.device() == Device::Cpu;
+        let packed = cpu_f32
+            && match kind {
+                Kind::Half => fbgemm::available(),
+                _ => native_bf16() && mkldnn::available(),
+            };
         if kind == Kind::Half && self.device() == Device::Cpu && !packed {
             tracing::warn!(
                 "f16 weights without FBGEMM's packed kernels: products run in f16 on the CPU, \

@@ -74,8 +74,10 @@ pub struct Args {
     dtype: String,
     /// Weight-only reduced precision for decoding (bf16 or f16): a copy of the weights in that
     /// dtype serves the products of decoding steps (up to 16 rows; 4 for bf16 on a CPU without
-    /// native bf16), prefills stay in --dtype. On x86 CPUs f16 uses FBGEMM's packed fp16 kernels:
-    /// the fastest for batch-1 decoding and the closest to f32. Memory grows by half the weights.
+    /// native bf16), prefills stay in --dtype. On a CPU with native bf16 (AVX512-BF16) the bf16
+    /// copies are packed for oneDNN's kernels: the fastest format there, batch 1 and sampling
+    /// batches alike. On x86 CPUs f16 uses FBGEMM's packed fp16 kernels: the closest to f32, and
+    /// the fastest for batch-1 decoding without native bf16. Memory grows by half the weights.
     #[arg(long, value_name = "DTYPE")]
     weight_dtype: Option<String>,
     /// Most sequences decoded together.

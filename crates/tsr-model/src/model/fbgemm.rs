@@ -13,7 +13,7 @@
 //! tensor or message it returns.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -21,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 use crate::error::ModelError;
+use crate::shim::take;
 
 extern "C" {
     fn tsr_fbgemm_pack_fp16(weight: *const C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
@@ -30,21 +31,6 @@ extern "C" {
         bias: *const C_tensor,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
-    fn tsr_fbgemm_free_message(message: *mut c_char);
-}
-
-/// The shim's result: the tensor it wrote, or its error message.
-fn take(message: *mut c_char, out: *mut C_tensor) -> Result<Tensor, String> {
-    if message.is_null() {
-        // SAFETY: on success the shim stored a new `at::Tensor*` we now own.
-        return Ok(unsafe { Tensor::from_ptr(out) });
-    }
-    // SAFETY: a non-null message is a NUL-terminated string the shim allocated; freed once here.
-    let text = unsafe { CStr::from_ptr(message) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { tsr_fbgemm_free_message(message) };
-    Err(text)
 }
 
 /// Whether this libtorch has FBGEMM's fp16 kernels (x86 builds): packs and multiplies a 1x1
