@@ -316,7 +316,7 @@ impl ChunkedLogProbs {
         //   ∂L/∂h_t = G_t W = g_b(t)·(W[y_t] - P_t W),   ∂L/∂W = Σ_t G_tᵀ h_t
         // ∂L/∂W is added into W's gradient (a leaf) or handed to autograd with ∂L/∂hidden in one
         // backward pass.
-        let (grad_h, grad_w) = {
+        let (grad_h, grad_w, in_place) = {
             let _guard = tch::no_grad_guard();
             let flat = hidden.f_reshape([pos.batch * pos.seq, h_dim])?;
             let w = weight.f_detach()?;
@@ -325,7 +325,14 @@ impl ChunkedLogProbs {
             let grad_logps = grad_logps.f_to_kind(acc)?;
             let mut grad_flat =
                 Tensor::f_zeros([pos.batch * pos.seq, h_dim], (acc, hidden.device()))?;
-            let mut grad_w = if need_w {
+            // A leaf weight that has a gradient already (a later micro-batch of an accumulated
+            // step) takes the chunks' gradients in place: no second [V, H] buffer.
+            let existing = weight.grad();
+            let in_place =
+                need_w && weight.is_leaf() && existing.defined() && existing.kind() == acc;
+            let mut grad_w = if in_place {
+                Some(existing)
+            } else if need_w {
                 Some(Tensor::f_zeros(w.size(), (acc, w.device()))?)
             } else {
                 None
@@ -357,14 +364,14 @@ impl ChunkedLogProbs {
                     let _ = gw.f_addmm_(&probs.f_tr()?, &gh.f_neg_()?)?;
                 }
             }
-            (grad_flat, grad_w)
+            (grad_flat, grad_w, in_place)
         };
         let mut roots = Vec::with_capacity(2);
         if need_h {
             let gh = grad_h.f_to_kind(hidden.kind())?.f_reshape(hidden.size())?;
             roots.push((hidden.shallow_clone(), gh));
         }
-        if let Some(gw) = grad_w {
+        if let Some(gw) = grad_w.filter(|_| !in_place) {
             let gw = gw.f_to_kind(weight.kind())?;
             if weight.is_leaf() {
                 // No product and no second [V, H] buffer: the gradient itself (or an in-place add).
@@ -468,6 +475,19 @@ mod tests {
             assert!(
                 weight.grad().allclose(&gw_naive, 1e-10, 1e-12, false),
                 "weight grad, chunk {chunk}"
+            );
+            // A second pass accumulates (into the weight's gradient in place) ...
+            c.backward(&hidden, &weight, &pos, &g).unwrap();
+            assert!(
+                weight.grad().allclose(&(&gw_naive * 2.0), 1e-10, 1e-12, false),
+                "accumulated weight grad, chunk {chunk}"
+            );
+            // ... and one after the gradient was released starts a new one.
+            tsr_model::autograd::clear_grad(&weight);
+            c.backward(&hidden, &weight, &pos, &g).unwrap();
+            assert!(
+                weight.grad().allclose(&gw_naive, 1e-10, 1e-12, false),
+                "fresh weight grad, chunk {chunk}"
             );
         }
     }
