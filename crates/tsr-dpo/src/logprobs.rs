@@ -479,7 +479,9 @@ mod tests {
             // A second pass accumulates (into the weight's gradient in place) ...
             c.backward(&hidden, &weight, &pos, &g).unwrap();
             assert!(
-                weight.grad().allclose(&(&gw_naive * 2.0), 1e-10, 1e-12, false),
+                weight
+                    .grad()
+                    .allclose(&(&gw_naive * 2.0), 1e-10, 1e-12, false),
                 "accumulated weight grad, chunk {chunk}"
             );
             // ... and one after the gradient was released starts a new one.
